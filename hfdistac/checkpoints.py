@@ -1,0 +1,316 @@
+"""Loading CLIP checkpoints by Hub id or local path, safetensors only (METHOD.md §0).
+
+A *model reference* is ``repo_id[@revision]`` or a local directory (see :mod:`hfdistac.hub`). Fine-tuned
+checkpoints may be saved as ``CLIPVisionModel``, ``CLIPVisionModelWithProjection`` or a full ``CLIPModel``,
+with or without the ``vision_model.`` key prefix; every layout is read into the one *canonical* key form
+(the on-disk ``CLIPVisionModel`` form: ``vision_model.<param>``). Only floating-point *parameters* of the
+vision tower are kept: buffers (``position_ids``), the projection, the text tower and ``logit_scale`` are not
+part of a task vector.
+
+Pickle weights (``pytorch_model.bin``, ``*.pt``) are never unpickled: a checkpoint that only has them is
+refused with a conversion hint.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .errors import CheckpointError
+from .task_vectors import Weights, check_compatible
+
+logger = logging.getLogger(__name__)
+
+VISION_PREFIX = "vision_model."
+_VISION_MODEL_TYPES = {"clip_vision_model"}
+_FULL_MODEL_TYPES = {"clip"}
+_ARCH_FIELDS = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "image_size",
+                "patch_size", "num_channels")
+_NOT_TOWER = ("position_ids",)
+_PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+
+CONVERT_HINT = (
+    "convert it once, in an environment you trust, with: python -c \"from transformers import "
+    "CLIPVisionModel as M; M.from_pretrained('SRC').save_pretrained('DST', safe_serialization=True)\""
+)
+
+
+def canonical_vision_key(key: str) -> str | None:
+    """Map a tensor name of any supported layout to the canonical vision key, or ``None`` if not tower.
+
+    ``vision_model.encoder...`` and ``encoder...`` both map to ``vision_model.encoder...``; text tower,
+    projections, ``logit_scale`` and ``position_ids`` buffers map to ``None``.
+    """
+    if key.startswith(("text_model.", "text_projection", "visual_projection", "logit_scale")):
+        return None
+    if key.endswith(_NOT_TOWER):
+        return None
+    if key.startswith(VISION_PREFIX):
+        return key
+    if key.startswith(("embeddings.", "encoder.", "pre_layrnorm.", "post_layernorm.")):
+        return VISION_PREFIX + key
+    return None
+
+
+def module_key(canonical: str) -> str:
+    """The parameter name inside an in-memory ``CLIPVisionModel`` (prefix removed)."""
+    return canonical.removeprefix(VISION_PREFIX)
+
+
+def weight_files(directory: Path) -> list[Path]:
+    """The safetensors weight files of a checkpoint directory (sharded or not).
+
+    Raises:
+        CheckpointError: when there are none (pickle-only checkpoints get a conversion hint).
+    """
+    directory = Path(directory)
+    index = directory / "model.safetensors.index.json"
+    if index.is_file():
+        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        return [directory / s for s in shards]
+    single = directory / "model.safetensors"
+    if single.is_file():
+        return [single]
+    others = sorted(p for p in directory.glob("*.safetensors") if not p.name.startswith(("task_vector", "head")))
+    if others:
+        return others
+    pickles = [p.name for p in directory.iterdir() if p.suffix in _PICKLE_SUFFIXES] if directory.is_dir() else []
+    if pickles:
+        raise CheckpointError(
+            f"{str(directory)!r} only has pickle weights ({', '.join(pickles)}); hfdistac never unpickles "
+            "(loading a pickle can run arbitrary code)",
+            CONVERT_HINT,
+        )
+    raise CheckpointError(f"no model.safetensors in {str(directory)!r}",
+                          "pass a directory (or Hub repo) holding config.json and model.safetensors")
+
+
+def read_config(directory: Path) -> dict[str, Any]:
+    """The raw ``config.json`` of a checkpoint directory."""
+    path = Path(directory) / "config.json"
+    if not path.is_file():
+        raise CheckpointError(f"no config.json in {str(directory)!r}",
+                              "a CLIP checkpoint directory needs config.json next to model.safetensors")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"config.json in {str(directory)!r} is not valid JSON: {e}") from None
+
+
+def vision_config(directory: Path):
+    """The ``CLIPVisionConfig`` of a CLIP checkpoint of any supported layout.
+
+    Raises:
+        CheckpointError: when the checkpoint is not a CLIP model.
+    """
+    from transformers import CLIPVisionConfig
+
+    cfg = read_config(directory)
+    model_type = cfg.get("model_type")
+    if model_type in _FULL_MODEL_TYPES:
+        vc = dict(cfg.get("vision_config") or {})
+        vc.setdefault("projection_dim", cfg.get("projection_dim", 512))
+    elif model_type in _VISION_MODEL_TYPES:
+        vc = cfg
+    else:
+        raise CheckpointError(
+            f"{str(directory)!r} is not a CLIP model (config model_type={model_type!r}, "
+            f"architectures={cfg.get('architectures')})",
+            "hfdistac works on CLIP vision towers: CLIPVisionModel, CLIPVisionModelWithProjection or CLIPModel",
+        )
+    vc = {k: v for k, v in vc.items() if k not in ("model_type", "architectures", "transformers_version")}
+    return CLIPVisionConfig(**vc)
+
+
+def check_configs_match(base_cfg, other_cfg, names: tuple[str, str] = ("base", "fine-tuned")) -> None:
+    """Raise :class:`CheckpointError` naming the first architecture fields that differ."""
+    diff = [(f, getattr(base_cfg, f, None), getattr(other_cfg, f, None)) for f in _ARCH_FIELDS
+            if getattr(base_cfg, f, None) != getattr(other_cfg, f, None)]
+    if diff:
+        shown = ", ".join(f"{f}: {a} vs {b}" for f, a, b in diff[:4])
+        raise CheckpointError(f"{names[0]} and {names[1]} have different vision architectures ({shown})",
+                              "use the base model the checkpoint was fine-tuned from (--base)")
+
+
+def read_vision_weights(directory: Path, dtype: torch.dtype | None = torch.float32) -> Weights:
+    """Read the vision tower's floating-point parameters in canonical keys, tensor by tensor.
+
+    Args:
+        directory: A checkpoint directory (any supported layout).
+        dtype: Cast floating tensors to this dtype (``None`` keeps the stored dtype).
+    """
+    from safetensors import safe_open
+
+    out: Weights = {}
+    for path in weight_files(directory):
+        with safe_open(str(path), framework="pt") as f:
+            for key in f.keys():
+                ck = canonical_vision_key(key)
+                if ck is None:
+                    continue
+                t = f.get_tensor(key)
+                if not torch.is_floating_point(t):
+                    continue
+                if ck in out:
+                    raise CheckpointError(f"{str(directory)!r} holds the tensor {ck!r} twice (under two key layouts)")
+                out[ck] = t.to(dtype) if dtype is not None else t
+    if not out:
+        raise CheckpointError(f"{str(directory)!r} has no CLIP vision-tower weights",
+                              "hfdistac works on CLIP vision towers (CLIPVisionModel / CLIPModel checkpoints)")
+    return out
+
+
+def build_vision_model(vcfg, weights: Weights | None = None):
+    """A ``CLIPVisionModel`` from a config and (optionally) canonical weights, loaded strictly."""
+    from transformers import CLIPVisionModel
+
+    model = CLIPVisionModel(vcfg)
+    if weights is not None:
+        load_vision_weights(model, weights)
+    return model.eval()
+
+
+def load_vision_weights(model, weights: Weights) -> None:
+    """Copy canonical weights into an in-memory ``CLIPVisionModel``; every parameter must be present."""
+    params = dict(model.named_parameters())
+    missing = [k for k in params if VISION_PREFIX + k not in weights]
+    extra = [k for k in weights if module_key(k) not in params]
+    if missing or extra:
+        raise CheckpointError(f"weights do not fit the vision model: missing {missing[:5]}, unexpected {extra[:5]}")
+    with torch.no_grad():
+        for k, p in params.items():
+            p.copy_(weights[VISION_PREFIX + k].to(p.dtype))
+
+
+def vision_state(model) -> Weights:
+    """Canonical weights of an in-memory ``CLIPVisionModel`` (detached fp32 copies)."""
+    return {VISION_PREFIX + k: p.detach().float().clone() for k, p in model.named_parameters()}
+
+
+@dataclass
+class FinetunedModel:
+    """A fine-tuned vision tower, resolved and read.
+
+    Attributes:
+        resolved: The resolved reference (:class:`hfdistac.hub.ResolvedModel`).
+        config: Its ``CLIPVisionConfig``.
+        weights: θ_t in canonical keys (fp32).
+        card: The README model-card metadata (``{}`` when none).
+    """
+
+    resolved: Any
+    config: Any
+    weights: Weights
+    card: dict = field(default_factory=dict)
+
+
+@dataclass
+class BaseModel:
+    """The pretrained CLIP: vision tower θ₀ plus everything heads need.
+
+    Attributes:
+        resolved: The resolved reference.
+        clip: The full ``CLIPModel`` (eval mode, on CPU).
+        tokenizer: Its tokenizer.
+        image_processor: Its image processor.
+        vision_config: The ``CLIPVisionConfig``.
+        card: The model-card metadata.
+    """
+
+    resolved: Any
+    clip: Any
+    tokenizer: Any
+    image_processor: Any
+    vision_config: Any
+    card: dict = field(default_factory=dict)
+
+    @property
+    def weights(self) -> Weights:
+        """θ₀ in canonical keys (fp32 copies)."""
+        return vision_state(self.clip.vision_model)
+
+    def vision_model(self):
+        """A fresh ``CLIPVisionModel`` holding θ₀."""
+        return build_vision_model(self.vision_config, self.weights)
+
+
+def load_finetuned(reference: str, *, token: str | None = None) -> FinetunedModel:
+    """Resolve and read a fine-tuned CLIP vision tower.
+
+    Args:
+        reference: ``repo_id[@revision]`` or a local directory.
+        token: Hub token (default: the standard HF auth).
+    """
+    from .hub import read_card_metadata, resolve_model
+
+    resolved = resolve_model(reference, token=token)
+    cfg = vision_config(resolved.local_dir)
+    weights = read_vision_weights(resolved.local_dir)
+    return FinetunedModel(resolved, cfg, weights, read_card_metadata(resolved))
+
+
+def load_base(reference: str, *, token: str | None = None) -> BaseModel:
+    """Resolve and load the pretrained ``CLIPModel`` (θ₀, text tower, projections, tokenizer, processor).
+
+    Raises:
+        CheckpointError: when the reference is not a full CLIP model (heads need its text tower).
+    """
+    from transformers import AutoTokenizer, CLIPImageProcessor, CLIPModel
+
+    from .hub import read_card_metadata, resolve_model
+
+    resolved = resolve_model(reference, token=token)
+    cfg = read_config(resolved.local_dir)
+    if cfg.get("model_type") not in _FULL_MODEL_TYPES:
+        raise CheckpointError(
+            f"base model {reference!r} is not a full CLIPModel (model_type={cfg.get('model_type')!r})",
+            "the base must include the text tower to build zero-shot heads, e.g. openai/clip-vit-base-patch32",
+        )
+    weight_files(resolved.local_dir)  # refuses pickle-only checkpoints before transformers could unpickle
+    try:
+        clip = CLIPModel.from_pretrained(resolved.local_dir, use_safetensors=True)
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"could not load base CLIPModel from {reference!r}: {str(e).splitlines()[0]}") from None
+    clip.eval()
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(resolved.local_dir)
+    except (OSError, ValueError, TypeError) as e:
+        raise CheckpointError(f"base model {reference!r} has no usable tokenizer: {str(e).splitlines()[0]}",
+                              "the base repo must include tokenizer files (tokenizer.json or vocab.json+merges.txt)"
+                              ) from None
+    try:
+        processor = CLIPImageProcessor.from_pretrained(resolved.local_dir)
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"base model {reference!r} has no image processor config: {str(e).splitlines()[0]}",
+                              "the base repo must include preprocessor_config.json") from None
+    return BaseModel(resolved, clip, tokenizer, processor, clip.vision_model.config, read_card_metadata(resolved))
+
+
+def check_against_base(base: BaseModel, model: FinetunedModel) -> None:
+    """Raise :class:`CheckpointError` when a fine-tuned tower does not match its base (config or shapes)."""
+    names = (f"base {base.resolved.reference!r}", f"model {model.resolved.reference!r}")
+    check_configs_match(base.vision_config, model.config, names)
+    base_shapes = {VISION_PREFIX + k: p for k, p in base.clip.vision_model.named_parameters()}
+    check_compatible(base_shapes, model.weights, names)
+
+
+def save_vision_checkpoint(directory: Path, vcfg, weights: Weights, metadata: dict[str, str] | None = None) -> None:
+    """Write ``config.json`` + ``model.safetensors`` loadable with ``CLIPVisionModel.from_pretrained``.
+
+    The safetensors metadata carries ``format: pt`` plus the given provenance strings.
+    """
+    from safetensors.torch import save_file
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    cfg = vcfg.to_dict()
+    cfg["architectures"] = ["CLIPVisionModel"]
+    cfg["model_type"] = "clip_vision_model"
+    (directory / "config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
+    meta = {"format": "pt", **{k: v if isinstance(v, str) else json.dumps(v) for k, v in (metadata or {}).items()}}
+    save_file({k: v.contiguous() for k, v in weights.items()}, str(directory / "model.safetensors"), metadata=meta)

@@ -1,0 +1,1 @@
+"""The ``hfdistac`` command line: parses, dispatches to one library call per command, formats errors."""

@@ -1,0 +1,94 @@
+"""Generate argparse options from config dataclasses (one field, one flag, one help text).
+
+Field metadata keys: ``help`` (required), ``positional`` (bool), ``nargs``, ``choices``, ``metavar``,
+``aliases`` (extra flag names), ``cli`` (False to hide a field from the CLI). Underscores become dashes.
+``bool`` fields become ``--flag/--no-flag``. A ``--config FILE`` YAML supplies values that flags override.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import types
+import typing
+from pathlib import Path
+from typing import Any
+
+from ..errors import InputError
+
+
+def _base_type(tp: Any) -> tuple[Any, bool]:
+    """(element type, is_list) of a field annotation such as ``list[str] | None``."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return _base_type(args[0]) if len(args) == 1 else (str, False)
+    if origin in (list, tuple, typing.Sequence):
+        args = typing.get_args(tp)
+        return (args[0] if args else str), True
+    return tp, False
+
+
+def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
+    """Add one option (or positional) per field of ``cls``."""
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        meta = f.metadata
+        if meta.get("cli", True) is False:
+            continue
+        tp, is_list = _base_type(hints[f.name])
+        kwargs: dict[str, Any] = {"help": meta.get("help", "")}
+        default = f.default if f.default is not dataclasses.MISSING else (
+            f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
+        if meta.get("choices"):
+            kwargs["choices"] = meta["choices"]
+        if meta.get("metavar"):
+            kwargs["metavar"] = meta["metavar"]
+        if tp is bool and not is_list:
+            kwargs["action"] = argparse.BooleanOptionalAction
+        else:
+            kwargs["type"] = tp if tp in (int, float, str) else str
+            if is_list:
+                kwargs["nargs"] = meta.get("nargs", "+")
+            elif meta.get("nargs"):
+                kwargs["nargs"] = meta["nargs"]
+        if default not in (None, [], ()) and "help" in kwargs and tp is not bool:
+            kwargs["help"] += f" (default: {default})"
+        if meta.get("positional"):
+            kwargs.pop("metavar", None)
+            parser.add_argument(f.name, metavar=meta.get("metavar", f.name.upper()), **kwargs,
+                                default=argparse.SUPPRESS if is_list or meta.get("nargs") else None)
+        else:
+            flags = [f"--{f.name.replace('_', '-')}", *meta.get("aliases", ())]
+            parser.add_argument(*flags, dest=f.name, default=argparse.SUPPRESS, **kwargs)
+
+
+def config_from_args(cls: type, ns: argparse.Namespace, config_file: str | None = None):
+    """Build ``cls`` from a YAML ``--config`` file (if any) overridden by the flags actually given."""
+    values: dict[str, Any] = {}
+    if config_file:
+        import yaml
+
+        p = Path(config_file)
+        if not p.is_file():
+            raise InputError(f"config file {config_file!r} does not exist")
+        try:
+            loaded = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise InputError(f"config file {config_file!r} is not valid YAML: {str(e).splitlines()[0]}") from None
+        if not isinstance(loaded, dict):
+            raise InputError(f"config file {config_file!r} must be a mapping of option names to values")
+        names = {f.name for f in dataclasses.fields(cls)}
+        loaded = {k.replace("-", "_"): v for k, v in loaded.items()}
+        unknown = sorted(set(loaded) - names)
+        if unknown:
+            raise InputError(f"config file {config_file!r} has unknown options {unknown}",
+                             f"valid options: {sorted(names)}")
+        values.update(loaded)
+    for f in dataclasses.fields(cls):
+        if hasattr(ns, f.name) and getattr(ns, f.name) is not None:
+            values[f.name] = getattr(ns, f.name)
+    try:
+        return cls(**values)
+    except TypeError as e:
+        raise InputError(f"missing or invalid options: {e}") from None

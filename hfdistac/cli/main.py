@@ -1,0 +1,163 @@
+"""``hfdistac`` entry point.
+
+Errors that users cause print one line (``error: ...``) plus a hint and exit with status 2; unexpected
+errors exit 1 with a one-line summary. Set ``HFDISTAC_DEBUG=1`` to see full tracebacks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import textwrap
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .. import __version__
+from ..errors import HfDistacError
+from .args import add_dataclass_arguments, config_from_args
+
+logger = logging.getLogger("hfdistac")
+
+
+@dataclass(frozen=True)
+class Command:
+    """A subcommand: its config dataclass, the function that runs it, and its help texts."""
+
+    name: str
+    summary: str
+    examples: str
+    config_cls: type
+    run: Callable[[object], int]
+
+
+def _cmd_inspect(cfg) -> int:
+    from ..diagnosis import run_inspect
+    from .format import inspect_table
+
+    diagnosis = run_inspect(cfg)
+    print(inspect_table(diagnosis))
+    if cfg.output:
+        print(f"\nwrote {cfg.output}")
+    return 0
+
+
+def _cmd_evaluate(cfg) -> int:
+    import json
+
+    from ..evaluation import run_evaluate
+    from ..outputs import write_json
+    from .format import table
+
+    res = run_evaluate(cfg)
+    keys = [k for k in ("accuracy", "entropy", "max_prob", "ece", "n") if k in res]
+    print(table(["model", "dataset", "split", *keys], [[res["model"], res["dataset"], res["split"],
+                                                         *[res[k] for k in keys]]]))
+    if cfg.json:
+        write_json(cfg.json, res)
+    elif not sys.stdout.isatty():
+        logger.debug(json.dumps(res))
+    return 0
+
+
+def _commands() -> list[Command]:
+    from ..configs import EvaluateConfig, InspectConfig
+
+    return [
+        Command("inspect", "diagnose task vectors: norms, entropy, calibration, and what DisTaC should do",
+                """\
+                  hfdistac inspect --base openai/clip-vit-base-patch32 \\
+                      tanganke/clip-vit-base-patch32_svhn tanganke/clip-vit-base-patch32_mnist
+                  hfdistac inspect example-suite/recipes/norm-mismatch.yaml --output inspect-out
+                  hfdistac inspect ./my-finetuned --base ./clip-base --data ./my-dataset --json diag.json""",
+                InspectConfig, _cmd_inspect),
+        Command("evaluate", "accuracy, mean entropy and ECE of any model with its zero-shot task head",
+                """\
+                  hfdistac evaluate tanganke/clip-vit-base-patch32_svhn --data ufldl-stanford/svhn \\
+                      --dataset-config cropped_digits --base openai/clip-vit-base-patch32
+                  hfdistac evaluate example-suite/models/shape --json metrics.json""",
+                EvaluateConfig, _cmd_evaluate),
+    ]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full parser (used by ``main`` and by the ``--help`` tests)."""
+    parser = argparse.ArgumentParser(
+        prog="hfdistac",
+        description="Hub-native robust model merging for CLIP vision towers: diagnose task vectors, "
+                    "condition them with DisTaC, merge, evaluate and publish.",
+        epilog="Run 'hfdistac COMMAND --help' for a command's options and examples. "
+               "Set HFDISTAC_DEBUG=1 for tracebacks.",
+    )
+    parser.add_argument("--version", action="version", version=f"hfdistac {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for cmd in _commands():
+        p = sub.add_parser(cmd.name, help=cmd.summary, description=cmd.summary,
+                           epilog="examples:\n" + textwrap.dedent(cmd.examples),
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        add_dataclass_arguments(p, cmd.config_cls)
+        p.add_argument("--config", metavar="FILE", help="YAML file of option values (flags override it)")
+        p.add_argument("-v", "--verbose", action="store_true", help="log more (INFO level, library warnings)")
+        p.set_defaults(_command=cmd)
+    return parser
+
+
+def _configure_logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if not verbose:
+        # The HF stack is chatty (load reports, per-split progress bars); our own bars show progress.
+        try:
+            import transformers
+
+            transformers.utils.logging.set_verbosity_error()
+            transformers.utils.logging.disable_progress_bar()
+        except Exception:  # noqa: BLE001 - logging setup must never fail a command
+            pass
+        try:
+            import datasets
+
+            datasets.disable_progress_bars()
+            datasets.logging.set_verbosity_error()
+        except Exception:  # noqa: BLE001
+            pass
+        import warnings
+
+        warnings.filterwarnings("ignore")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "_command", None):
+        parser.print_help()
+        return 2
+    debug = os.environ.get("HFDISTAC_DEBUG", "") not in ("", "0")
+    _configure_logging(args.verbose or debug)
+    cmd: Command = args._command
+    try:
+        cfg = config_from_args(cmd.config_cls, args, args.config)
+        return cmd.run(cfg)
+    except HfDistacError as e:
+        if debug:
+            raise
+        print(f"error: {e.message}", file=sys.stderr)
+        if e.hint:
+            print(f"hint: {e.hint}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # noqa: BLE001 - last resort: one line, not a traceback
+        if debug:
+            raise
+        first = str(e).splitlines()[0] if str(e) else ""
+        print(f"error: unexpected {type(e).__name__}: {first}", file=sys.stderr)
+        print("hint: rerun with HFDISTAC_DEBUG=1 for the traceback, and report it if it looks like a bug",
+              file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,186 @@
+"""Evaluating a vision tower with a frozen zero-shot head: logits, accuracy, entropy, ECE.
+
+``evaluate_model`` is what ``hfdistac evaluate``, ``inspect``, ``condition`` and ``merge`` use, so every number
+in every report is computed the same way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+from pathlib import Path
+
+import torch
+
+from .data import ImageData
+from .errors import DataError
+from .heads import Head, build_head, load_head, save_head
+from .metrics import classification_metrics
+from .templates_data import fix_class_names, templates_for
+
+logger = logging.getLogger(__name__)
+
+
+def default_cache_dir() -> Path:
+    """hfdistac's cache folder inside the standard HF home (honours ``HF_HOME``)."""
+    from huggingface_hub import constants
+
+    return Path(constants.HF_HOME) / "hfdistac"
+
+
+def head_for_task(base, data: ImageData, *, templates: list[str] | None = None, cache_dir: Path | None = None,
+                  use_cache: bool = True) -> Head:
+    """The frozen zero-shot head of a task, cached on disk by base revision, dataset, classes and templates.
+
+    Args:
+        base: The :class:`~hfdistac.checkpoints.BaseModel`.
+        data: The task's data (class names come from its ``ClassLabel``).
+        templates: Prompt templates; default: the task's standard ones (METHOD.md §0) or the generic one.
+        cache_dir: Where heads are cached (default ``$HF_HOME/hfdistac``).
+        use_cache: Read/write the cache.
+
+    Raises:
+        DataError: when the dataset has no ``ClassLabel`` column to name the classes.
+    """
+    if data.class_names is None:
+        raise DataError(f"dataset {data.spec.reference!r} has no ClassLabel column, so class names are unknown",
+                        "zero-shot heads need class names: use a dataset with a ClassLabel label column "
+                        "(or pass --label-column)")
+    names = fix_class_names(data.spec.reference, data.class_names)
+    templates = list(templates) if templates else templates_for(data.spec.reference)
+    payload = json.dumps([base.resolved.revision, data.spec.reference, data.spec.config, names, templates])
+    key = hashlib.sha256(payload.encode()).hexdigest()[:24]
+    path = (cache_dir or default_cache_dir()) / "heads" / f"{key}.safetensors"
+    if use_cache and path.is_file():
+        try:
+            return load_head(path)
+        except Exception as e:  # a corrupt cache entry is rebuilt, never fatal
+            logger.warning("ignoring unreadable cached head %s: %s", path, e)
+    head = build_head(base.clip, base.tokenizer, names, templates)
+    if use_cache:
+        try:
+            save_head(head, path)
+        except OSError as e:
+            logger.warning("could not cache head at %s: %s", path, e)
+    return head
+
+
+def check_head_matches(head: Head, data: ImageData) -> None:
+    """A label column whose class count does not match the head is an error, not silent garbage."""
+    if data.class_names is not None and len(data.class_names) != head.num_classes:
+        raise DataError(
+            f"dataset {data.spec.reference!r} has {len(data.class_names)} classes but the head has "
+            f"{head.num_classes}", "use the dataset the model was fine-tuned on")
+
+
+def autocast_context(device: torch.device, mixed_precision: str | None):
+    """bf16/fp16 autocast on the given device, or a no-op."""
+    if mixed_precision in (None, "no", "fp32"):
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if mixed_precision == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+@torch.no_grad()
+def predict(vision_model, head: Head, loader, *, device: torch.device | str = "cpu",
+            mixed_precision: str | None = None, progress: bool = False, desc: str = "evaluating"
+            ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Logits (and labels, when present) of a vision tower + head over a DataLoader of batches.
+
+    Returns:
+        ``(logits [N, C] float32 on CPU, labels [N] or None)``.
+    """
+    from tqdm.auto import tqdm
+
+    device = torch.device(device)
+    was_training = vision_model.training
+    vision_model.eval().to(device)
+    head = head.to(device)
+    all_logits, all_labels = [], []
+    for batch in tqdm(loader, desc=desc, disable=not progress, leave=False, unit="batch"):
+        with autocast_context(device, mixed_precision):
+            pooled = vision_model(pixel_values=batch["pixel_values"].to(device)).pooler_output
+        all_logits.append(head.logits(pooled.float()).float().cpu())
+        if "labels" in batch:
+            all_labels.append(batch["labels"])
+    vision_model.train(was_training)
+    if not all_logits:
+        raise DataError("no examples to evaluate", "check the dataset split and --limit")
+    labels = torch.cat(all_labels) if all_labels else None
+    return torch.cat(all_logits), labels
+
+
+def evaluate_model(vision_model, head: Head, data: ImageData, processor, *, batch_size: int = 64,
+                   limit: int | None = None, num_workers: int = 0, device: torch.device | str = "cpu",
+                   mixed_precision: str | None = None, progress: bool = False, return_logits: bool = False
+                   ) -> dict:
+    """Accuracy (when labeled), mean entropy, mean max probability and ECE of a model on a split.
+
+    Returns:
+        :func:`hfdistac.metrics.classification_metrics` output; with ``return_logits`` also ``"logits"`` and
+        ``"labels"`` tensors.
+    """
+    check_head_matches(head, data)
+    loader = data.loader(processor, batch_size, limit=limit, num_workers=num_workers)
+    logits, labels = predict(vision_model, head, loader, device=device, mixed_precision=mixed_precision,
+                             progress=progress, desc=f"eval {data.spec.name}/{data.split}")
+    out = classification_metrics(logits, labels)
+    if return_logits:
+        out["logits"], out["labels"] = logits, labels
+    return out
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """``auto`` → ``cuda`` when available, else ``cpu``; anything else as given (validated)."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        from .errors import InputError
+
+        raise InputError(f"unknown device {device!r}", "use auto, cpu, cuda or cuda:N") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        from .errors import InputError
+
+        raise InputError(f"device {device!r} requested but CUDA is not available", "use --device cpu")
+    return dev
+
+
+def run_evaluate(config) -> dict:
+    """Evaluate a model with its task head (library form of ``hfdistac evaluate``).
+
+    Args:
+        config: An :class:`~hfdistac.configs.EvaluateConfig`.
+
+    Returns:
+        ``{"model", "revision", "base", "dataset", "split", "accuracy"?, "entropy", "max_prob", "ece"?, "n"}``.
+    """
+    from .checkpoints import build_vision_model, check_against_base, load_base, load_finetuned
+    from .data import DatasetSpec, load_image_data
+    from .errors import InputError
+    from .heads import load_templates_file
+    from .hub import card_base_model, card_datasets
+
+    ft = load_finetuned(config.model)
+    base_ref = config.base or card_base_model(ft.card, ft.resolved)
+    if base_ref is None:
+        raise InputError(f"no --base given and the card of {config.model!r} names no base_model",
+                         "pass --base, e.g. --base openai/clip-vit-base-patch32")
+    data_ref = config.data or next(iter(card_datasets(ft.card, ft.resolved)), None)
+    if data_ref is None:
+        raise InputError(f"no --data given and the card of {config.model!r} names no dataset",
+                         "pass --data with a Hub dataset id or a local dataset path")
+    base = load_base(base_ref)
+    check_against_base(base, ft)
+    data = load_image_data(DatasetSpec(data_ref, config.dataset_config), config.split)
+    templates = load_templates_file(config.templates) if config.templates else None
+    head = head_for_task(base, data, templates=templates)
+    model = build_vision_model(ft.config, ft.weights)
+    m = evaluate_model(model, head, data, base.image_processor, batch_size=config.batch_size, limit=config.limit,
+                       num_workers=config.num_workers, device=resolve_device(config.device),
+                       progress=config.progress)
+    return {"model": config.model, "revision": ft.resolved.revision, "base": base_ref,
+            "base_revision": base.resolved.revision, "dataset": data_ref, "split": config.split, **m}

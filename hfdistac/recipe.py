@@ -1,0 +1,125 @@
+"""Recipe files: a base model plus tasks (model, optional normaliser, dataset, splits).
+
+Format (YAML, ``format: hfdistac.recipe.v1``; relative paths resolve against the recipe file's folder)::
+
+    format: hfdistac.recipe.v1
+    name: norm-mismatch
+    description: SVHN's model replaced by a 10x-learning-rate variant
+    base: openai/clip-vit-base-patch32          # Hub id[@rev] or path
+    tasks:
+      - name: svhn
+        model: tanganke/clip-vit-base-patch32_svhn     # original, conditioned output dir, or Hub id
+        normalizer: tanganke/clip-vit-base-patch32_svhn  # optional: original fine-tuned model
+        dataset: ufldl-stanford/svhn
+        dataset_config: cropped_digits              # optional
+        train_split: train                          # optional, default train
+        test_split: test                            # optional, default test
+        templates: [...]                            # optional prompt templates
+
+``inspect``, ``merge`` and ``demo`` read recipes; the example suite writes them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from .errors import InputError, ReferenceNotFoundError
+
+RECIPE_FORMAT = "hfdistac.recipe.v1"
+_TASK_KEYS = {"name", "model", "normalizer", "dataset", "dataset_config", "train_split", "test_split", "templates"}
+_TOP_KEYS = {"format", "name", "description", "base", "tasks"}
+
+
+@dataclass
+class RecipeTask:
+    """One task of a recipe (paths already resolved to absolute form)."""
+
+    name: str
+    model: str
+    dataset: str | None = None
+    normalizer: str | None = None
+    dataset_config: str | None = None
+    train_split: str = "train"
+    test_split: str = "test"
+    templates: list[str] | None = None
+
+
+@dataclass
+class Recipe:
+    """A merge/inspect recipe."""
+
+    base: str
+    tasks: list[RecipeTask]
+    name: str = "recipe"
+    description: str = ""
+    path: str | None = None
+    extra: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        """The resolved recipe, as saved beside outputs."""
+        d = {"format": RECIPE_FORMAT, "name": self.name, "description": self.description, "base": self.base,
+             "tasks": [{k: v for k, v in asdict(t).items() if v is not None} for t in self.tasks]}
+        return d
+
+
+def _resolve(value: str | None, folder: Path) -> str | None:
+    """Resolve a relative local path against the recipe's folder; Hub ids pass through."""
+    if value is None:
+        return None
+    if value.startswith(("./", "../", "/", "~")) or (folder / value).exists():
+        return str((folder / Path(value).expanduser()).resolve())
+    return value
+
+
+def load_recipe(path: str | Path) -> Recipe:
+    """Read and validate a recipe file.
+
+    Raises:
+        ReferenceNotFoundError: the file does not exist.
+        InputError: malformed YAML, unknown keys, missing fields, duplicate task names.
+    """
+    import yaml
+
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise ReferenceNotFoundError(f"recipe file {str(path)!r} does not exist",
+                                     "build the example suite (`hfdistac example-suite DIR`) for sample recipes")
+    try:
+        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        raise InputError(f"recipe {str(p)!r} is not valid YAML: {str(e).splitlines()[0]}") from None
+    if not isinstance(raw, dict):
+        raise InputError(f"recipe {str(p)!r} must be a mapping with 'base' and 'tasks'")
+    fmt = raw.get("format", RECIPE_FORMAT)
+    if fmt != RECIPE_FORMAT:
+        raise InputError(f"recipe {str(p)!r} has format {fmt!r}; this hfdistac reads {RECIPE_FORMAT!r}")
+    unknown = set(raw) - _TOP_KEYS
+    if unknown:
+        raise InputError(f"recipe {str(p)!r} has unknown keys {sorted(unknown)}; allowed: {sorted(_TOP_KEYS)}")
+    if not raw.get("base"):
+        raise InputError(f"recipe {str(p)!r} has no 'base' model")
+    tasks_raw = raw.get("tasks")
+    if not isinstance(tasks_raw, list) or not tasks_raw:
+        raise InputError(f"recipe {str(p)!r} needs a non-empty 'tasks' list")
+    folder = p.parent.resolve()
+    tasks: list[RecipeTask] = []
+    for i, t in enumerate(tasks_raw):
+        if not isinstance(t, dict) or "model" not in t:
+            raise InputError(f"recipe {str(p)!r}: task #{i + 1} needs at least a 'model'")
+        bad = set(t) - _TASK_KEYS
+        if bad:
+            raise InputError(f"recipe {str(p)!r}: task #{i + 1} has unknown keys {sorted(bad)}; "
+                             f"allowed: {sorted(_TASK_KEYS)}")
+        name = str(t.get("name") or Path(str(t["model"])).name)
+        tasks.append(RecipeTask(
+            name=name, model=_resolve(str(t["model"]), folder),
+            dataset=_resolve(t.get("dataset"), folder), normalizer=_resolve(t.get("normalizer"), folder),
+            dataset_config=t.get("dataset_config"), train_split=t.get("train_split", "train"),
+            test_split=t.get("test_split", "test"), templates=t.get("templates")))
+    names = [t.name for t in tasks]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise InputError(f"recipe {str(p)!r} has duplicate task names {dup}", "give each task a unique 'name'")
+    return Recipe(base=_resolve(str(raw["base"]), folder), tasks=tasks, name=str(raw.get("name", p.stem)),
+                  description=str(raw.get("description", "")), path=str(p))
