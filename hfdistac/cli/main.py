@@ -61,10 +61,25 @@ def _cmd_evaluate(cfg) -> int:
     return 0
 
 
+# Command modules living beside this one, each exposing ``COMMAND: Command``, in --help order.
+COMMAND_MODULES = ("cmd_condition", "cmd_merge", "cmd_card", "cmd_push", "cmd_example_suite", "cmd_demo")
+
+
 def _commands() -> list[Command]:
+    import importlib
+
     from ..configs import EvaluateConfig, InspectConfig
 
-    return [
+    extra = []
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(f"{__package__}.{name}")
+        except ModuleNotFoundError as e:
+            if e.name != f"{__package__}.{name}":
+                raise
+            continue
+        extra.append(module.COMMAND)
+    core = [
         Command("inspect", "diagnose task vectors: norms, entropy, calibration, and what DisTaC should do",
                 """\
                   hfdistac inspect --base openai/clip-vit-base-patch32 \\
@@ -79,6 +94,7 @@ def _commands() -> list[Command]:
                   hfdistac evaluate example-suite/models/shape --json metrics.json""",
                 EvaluateConfig, _cmd_evaluate),
     ]
+    return [*core, *extra]
 
 
 def build_parser() -> argparse.ArgumentParser:
