@@ -200,7 +200,7 @@ def inspect_models(
 
     first = load_finetuned(models[0])
     if base is None:
-        base = card_base_model(first.card, first.resolved)
+        base = card_base_model(first.card)
         if base is None:
             raise InputError(f"no --base given and the card of {models[0]!r} names no base_model",
                              "pass --base, e.g. --base openai/clip-vit-base-patch32")
@@ -217,7 +217,7 @@ def inspect_models(
                               per_layer_norms=per_layer_norms(tv))
         ds_ref = datasets[i] if datasets else None
         if ds_ref is None and datasets is None:
-            found = card_datasets(ft.card, ft.resolved)
+            found = card_datasets(ft.card)
             ds_ref = found[0] if found else None
         if ds_ref is not None:
             data = load_image_data(DatasetSpec(ds_ref, dataset_configs[i] if dataset_configs else None), split)

@@ -100,6 +100,9 @@ def predict(vision_model, head: Head, loader, *, device: torch.device | str = "c
     head = head.to(device)
     all_logits, all_labels = [], []
     for batch in tqdm(loader, desc=desc, disable=not progress, leave=False, unit="batch"):
+        if "labels" in batch and len(batch["labels"]) and int(batch["labels"].max()) >= head.num_classes:
+            raise DataError(f"the label column has label {int(batch['labels'].max())} but the head has only "
+                            f"{head.num_classes} classes", "use the dataset the head was built for")
         with autocast_context(device, mixed_precision):
             pooled = vision_model(pixel_values=batch["pixel_values"].to(device)).pooler_output
         all_logits.append(head.logits(pooled.float()).float().cpu())
@@ -165,11 +168,11 @@ def run_evaluate(config) -> dict:
     from .hub import card_base_model, card_datasets
 
     ft = load_finetuned(config.model)
-    base_ref = config.base or card_base_model(ft.card, ft.resolved)
+    base_ref = config.base or card_base_model(ft.card)
     if base_ref is None:
         raise InputError(f"no --base given and the card of {config.model!r} names no base_model",
                          "pass --base, e.g. --base openai/clip-vit-base-patch32")
-    data_ref = config.data or next(iter(card_datasets(ft.card, ft.resolved)), None)
+    data_ref = config.data or next(iter(card_datasets(ft.card)), None)
     if data_ref is None:
         raise InputError(f"no --data given and the card of {config.model!r} names no dataset",
                          "pass --data with a Hub dataset id or a local dataset path")

@@ -1,0 +1,271 @@
+"""Checkpoint layouts, task vectors, heads and data: the layer everything else stands on."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from hfdistac import checkpoints as C
+from hfdistac.data import DatasetSpec, detect_columns, load_image_data
+from hfdistac.errors import CheckpointError, DataError, InputError, ReferenceNotFoundError
+from hfdistac.heads import build_head, load_head, load_templates_file, save_head
+from hfdistac.task_vectors import (
+    TaskVector,
+    apply_task_vector,
+    compute_task_vector,
+    global_norm,
+    load_task_vector,
+    parameter_group,
+    parameter_kind,
+    per_layer_norms,
+    save_task_vector,
+)
+from hfdistac.templates_data import fix_class_names, templates_for
+
+# --- checkpoints -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("layout", ["ft_noprefix", "ft_projection", "ft_full"])
+def test_every_layout_reads_to_the_same_canonical_weights(tiny, layout):
+    ref = C.read_vision_weights(tiny.ft_a)
+    other = C.read_vision_weights(getattr(tiny, layout))
+    assert set(ref) == set(other)
+    assert all(k.startswith("vision_model.") for k in ref)
+    assert all(torch.equal(ref[k], other[k]) for k in ref)
+    assert not any("position_ids" in k or "projection" in k for k in ref)
+
+
+def test_canonical_key_mapping():
+    assert C.canonical_vision_key("encoder.layers.0.mlp.fc1.weight") == "vision_model.encoder.layers.0.mlp.fc1.weight"
+    assert C.canonical_vision_key("vision_model.pre_layrnorm.bias") == "vision_model.pre_layrnorm.bias"
+    for k in ("text_model.embeddings.token_embedding.weight", "visual_projection.weight", "logit_scale",
+              "vision_model.embeddings.position_ids"):
+        assert C.canonical_vision_key(k) is None
+
+
+def test_roundtrip_through_save_vision_checkpoint(tiny, tmp_path):
+    from transformers import CLIPVisionModel
+
+    w = C.read_vision_weights(tiny.ft_a)
+    C.save_vision_checkpoint(tmp_path / "out", C.vision_config(tiny.ft_a), w, {"method": "test"})
+    m = CLIPVisionModel.from_pretrained(tmp_path / "out")
+    x = torch.randn(2, 3, 32, 32)
+    ref = C.build_vision_model(C.vision_config(tiny.ft_a), w)
+    torch.testing.assert_close(m(pixel_values=x).pooler_output, ref(pixel_values=x).pooler_output)
+
+
+def test_pickle_only_checkpoint_is_refused_without_unpickling(tiny, tmp_path):
+    d = tmp_path / "pickled"
+    d.mkdir()
+    (d / "config.json").write_text((tiny.ft_a / "config.json").read_text())
+    # Not a real pickle: if anything tried to unpickle it, it would fail differently.
+    (d / "pytorch_model.bin").write_bytes(b"this would be a pickle")
+    with pytest.raises(CheckpointError, match="pickle") as e:
+        C.read_vision_weights(d)
+    assert "safe_serialization" in e.value.hint
+
+
+def test_not_clip_is_refused(tmp_path):
+    d = tmp_path / "bert"
+    d.mkdir()
+    (d / "config.json").write_text('{"model_type": "bert", "architectures": ["BertModel"]}')
+    with pytest.raises(CheckpointError, match="not a CLIP model"):
+        C.vision_config(d)
+
+
+def test_base_and_finetuned_mismatch_names_the_difference(tiny):
+    base = C.load_base(str(tiny.other_base))
+    ft = C.load_finetuned(str(tiny.ft_a))
+    with pytest.raises(CheckpointError, match="hidden_size: 64 vs 32"):
+        C.check_against_base(base, ft)
+
+
+def test_shape_mismatch_names_first_keys():
+    a = {"x": torch.zeros(2, 2), "y": torch.zeros(3)}
+    b = {"x": torch.zeros(2, 3), "y": torch.zeros(3)}
+    with pytest.raises(CheckpointError, match=r"x: \(2, 2\) vs \(2, 3\)"):
+        compute_task_vector(a, b)
+    with pytest.raises(CheckpointError, match="only in fine-tuned"):
+        compute_task_vector(a, {**b, "z": torch.zeros(1)})
+
+
+def test_missing_path_is_a_clear_error(tmp_path):
+    with pytest.raises(ReferenceNotFoundError):
+        C.load_finetuned(str(tmp_path / "nope"))
+
+
+# --- task vectors --------------------------------------------------------------------------------------
+
+
+def test_task_vector_norms_by_hand():
+    base = {"vision_model.encoder.layers.0.mlp.fc1.weight": torch.zeros(2, 2),
+            "vision_model.encoder.layers.1.self_attn.q_proj.bias": torch.ones(2),
+            "vision_model.embeddings.class_embedding": torch.zeros(3)}
+    ft = {"vision_model.encoder.layers.0.mlp.fc1.weight": torch.tensor([[3.0, 0.0], [0.0, 4.0]]),
+          "vision_model.encoder.layers.1.self_attn.q_proj.bias": torch.tensor([1.0, 3.0]),
+          "vision_model.embeddings.class_embedding": torch.tensor([0.0, 0.0, 1.0])}
+    tv = compute_task_vector(base, ft)
+    # entries: 3, 4 | 0, 2 | 1  -> sqrt(9 + 16 + 4 + 1) = sqrt(30)
+    assert tv.norm() == pytest.approx(math.sqrt(30))
+    pl = per_layer_norms(tv)
+    assert pl["by_block"] == pytest.approx({"embeddings": 1.0, "block.0": 5.0, "block.1": 2.0})
+    assert list(pl["by_block"]) == ["embeddings", "block.0", "block.1"]
+    assert pl["by_kind"] == pytest.approx({"attention": 2.0, "embeddings": 1.0, "mlp": 5.0})
+    back = apply_task_vector(base, tv, 1.0)
+    assert all(torch.equal(back[k], ft[k]) for k in ft)
+    half = apply_task_vector(base, tv, 0.5)
+    assert torch.equal(half["vision_model.encoder.layers.0.mlp.fc1.weight"], torch.tensor([[1.5, 0.0], [0.0, 2.0]]))
+
+
+def test_parameter_groups_and_kinds():
+    assert parameter_group("vision_model.encoder.layers.11.mlp.fc2.bias") == "block.11"
+    assert parameter_group("vision_model.post_layernorm.weight") == "final"
+    assert parameter_group("vision_model.pre_layrnorm.weight") == "embeddings"
+    assert parameter_kind("vision_model.encoder.layers.0.layer_norm1.weight") == "layernorm"
+    assert parameter_kind("vision_model.pre_layrnorm.weight") == "layernorm"
+    assert parameter_kind("vision_model.embeddings.patch_embedding.weight") == "embeddings"
+
+
+def test_real_task_vector_norm_matches_flattened_norm(tiny):
+    base = C.load_base(str(tiny.base))
+    ft = C.load_finetuned(str(tiny.ft_a))
+    tv = compute_task_vector(base.weights, ft.weights)
+    flat = torch.cat([(ft.weights[k] - base.weights[k]).flatten() for k in tv])
+    assert tv.norm() == pytest.approx(float(flat.norm()), rel=1e-5)
+    assert len(tv) == len(dict(base.clip.vision_model.named_parameters()))
+
+
+def test_task_vector_file_roundtrip_is_lazy_and_keeps_metadata(tmp_path):
+    tv = TaskVector({"a": torch.ones(2, 2), "b": torch.arange(3.0)}, {"source": "x/y", "source_revision": "abc"})
+    path = save_task_vector(tv, tmp_path / "tv.safetensors", {"method": "test"})
+    back = load_task_vector(path)
+    assert back.is_lazy and set(back) == {"a", "b"}
+    assert back.metadata["source"] == "x/y" and back.metadata["method"] == "test"
+    assert float(back.metadata["norm"]) == pytest.approx(global_norm(tv))
+    assert torch.equal(back["b"], torch.arange(3.0))
+    assert not any(p.name.endswith(".tmp") for p in tmp_path.iterdir())
+
+
+def test_loading_a_non_task_vector_file_is_refused(tiny):
+    with pytest.raises(CheckpointError, match="not an hfdistac task vector"):
+        load_task_vector(tiny.ft_a / "model.safetensors")
+
+
+# --- heads -------------------------------------------------------------------------------------------
+
+
+def test_head_is_normalised_mean_of_normalised_template_embeddings(tiny):
+    base = C.load_base(str(tiny.base))
+    templates = ["a photo of a {c}.", "the {c} texture."]
+    head = build_head(base.clip, base.tokenizer, ["red", "blue"], templates)
+    assert head.weight.shape == (2, base.clip.config.projection_dim)
+    torch.testing.assert_close(head.weight.norm(dim=-1), torch.ones(2))
+    # by hand for class "blue"
+    with torch.no_grad():
+        enc = base.tokenizer([t.format(c="blue") for t in templates], padding=True, return_tensors="pt")
+        e = base.clip.get_text_features(**enc).pooler_output
+        e = e / e.norm(dim=-1, keepdim=True)
+        m = e.mean(0)
+        expected = m / m.norm()
+    torch.testing.assert_close(head.weight[1], expected)
+    assert head.logit_scale == pytest.approx(math.exp(float(base.clip.logit_scale)))
+    # logits: scale * normalised projected image features . W
+    with torch.no_grad():
+        x = torch.randn(3, 3, 32, 32)
+        pooled = base.clip.vision_model(pixel_values=x).pooler_output
+        z = base.clip.visual_projection(pooled)
+        z = z / z.norm(dim=-1, keepdim=True)
+        torch.testing.assert_close(head.logits(pooled), head.logit_scale * z @ head.weight.T)
+
+
+def test_head_save_load(tiny, tmp_path):
+    base = C.load_base(str(tiny.base))
+    head = build_head(base.clip, base.tokenizer, ["red", "green"], ["a photo of a {c}."])
+    save_head(head, tmp_path / "h.safetensors")
+    back = load_head(tmp_path / "h.safetensors")
+    assert back.class_names == ["red", "green"] and back.templates == ["a photo of a {c}."]
+    torch.testing.assert_close(back.weight, head.weight)
+
+
+def test_known_task_templates_and_class_fixes():
+    assert templates_for("tanganke/eurosat")[0] == "a centered satellite photo of {c}."
+    assert len(templates_for("tanganke/resisc45")) == 18
+    assert len(templates_for("tanganke/dtd")) == 8
+    assert templates_for("ufldl-stanford/svhn") == ['a photo of the number: "{c}".']
+    assert templates_for("./my-data") == ["a photo of a {c}."]
+    assert fix_class_names("tanganke/eurosat", ["SeaLake"]) == ["lake or sea"]
+    assert fix_class_names("x/other", ["golden_retriever"]) == ["golden retriever"]
+
+
+def test_templates_file(tmp_path):
+    p = tmp_path / "t.txt"
+    p.write_text("# comment\na photo of {c}.\nan image of {c}.\n")
+    assert load_templates_file(p) == ["a photo of {c}.", "an image of {c}."]
+    p.write_text("no placeholder here\n")
+    with pytest.raises(InputError, match="without"):
+        load_templates_file(p)
+
+
+# --- data --------------------------------------------------------------------------------------------
+
+
+def test_dataset_columns_splits_and_validation(tiny):
+    train = load_image_data(DatasetSpec(str(tiny.data)), "train")
+    assert (train.image_column, train.label_column, train.class_names) == ("image", "label", ["red", "green", "blue"])
+    val = load_image_data(DatasetSpec(str(tiny.data)), "validation")
+    rest = load_image_data(DatasetSpec(str(tiny.data)), "train-val")
+    assert val.num_examples == round(0.1 * train.num_examples)
+    assert val.num_examples + rest.num_examples == train.num_examples
+    # seeded: the same examples every time
+    again = load_image_data(DatasetSpec(str(tiny.data)), "validation")
+    assert val.dataset["label"] == again.dataset["label"]
+
+
+def test_streaming_batches_are_preprocessed_like_the_processor(tiny):
+    base = C.load_base(str(tiny.base))
+    data = load_image_data(DatasetSpec(str(tiny.data)), "test", streaming=True)
+    batches = list(data.loader(base.image_processor, 10))
+    assert [len(b["labels"]) for b in batches] == [10, 10, 4]
+    first = next(iter(load_image_data(DatasetSpec(str(tiny.data)), "test").dataset))
+    expected = base.image_processor(images=[first["image"].convert("RGB")], return_tensors="pt")["pixel_values"][0]
+    torch.testing.assert_close(batches[0]["pixel_values"][0], expected)
+
+
+def test_sharding_splits_the_data_between_processes(tiny):
+    data = load_image_data(DatasetSpec(str(tiny.data)), "train")
+    s0, s1 = data.shard(0, 2), data.shard(1, 2)
+    assert s0.num_examples + s1.num_examples == data.num_examples
+    stream = load_image_data(DatasetSpec(str(tiny.data)), "train", streaming=True)
+    n0 = sum(1 for _ in stream.shard(0, 2).dataset)
+    n1 = sum(1 for _ in stream.shard(1, 2).dataset)
+    assert n0 + n1 == data.num_examples and n0 > 0 and n1 > 0
+
+
+def test_workers_see_every_example_once(tiny):
+    base = C.load_base(str(tiny.base))
+    data = load_image_data(DatasetSpec(str(tiny.data)), "train")
+    labels = torch.cat([b["labels"] for b in data.loader(base.image_processor, 8, num_workers=2)])
+    assert sorted(labels.tolist()) == sorted(data.dataset["label"])
+
+
+def test_dataset_without_image_column(tmp_path):
+    from datasets import ClassLabel, Dataset, Features, Value
+
+    d = tmp_path / "text"
+    (d / "data").mkdir(parents=True)
+    ds = Dataset.from_dict({"text": ["a", "b"], "label": [0, 1]},
+                           features=Features({"text": Value("string"), "label": ClassLabel(names=["x", "y"])}))
+    ds.to_parquet(str(d / "data" / "train-00000-of-00001.parquet"))
+    with pytest.raises(DataError, match="no image column"):
+        load_image_data(DatasetSpec(str(d)), "train")
+    with pytest.raises(DataError, match="not in dataset"):
+        detect_columns(ds.features, image_column="img")
+
+
+def test_missing_split_and_path(tiny, tmp_path):
+    with pytest.raises(DataError, match="no split"):
+        load_image_data(DatasetSpec(str(tiny.data)), "validation_matched")
+    with pytest.raises(ReferenceNotFoundError):
+        load_image_data(DatasetSpec(str(tmp_path / "missing")), "train")
