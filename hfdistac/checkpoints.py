@@ -246,9 +246,10 @@ def load_finetuned(reference: str, *, token: str | None = None) -> FinetunedMode
         reference: ``repo_id[@revision]`` or a local directory.
         token: Hub token (default: the standard HF auth).
     """
-    from .hub import read_card_metadata, resolve_model
+    from .hub import read_card_metadata, require_safetensors, resolve_model
 
     resolved = resolve_model(reference, token=token)
+    require_safetensors(resolved)  # a pickle-only Hub repo has no weights downloaded: say why
     cfg = vision_config(resolved.local_dir)
     weights = read_vision_weights(resolved.local_dir)
     return FinetunedModel(resolved, cfg, weights, read_card_metadata(resolved))
@@ -262,16 +263,17 @@ def load_base(reference: str, *, token: str | None = None) -> BaseModel:
     """
     from transformers import AutoTokenizer, CLIPImageProcessor, CLIPModel
 
-    from .hub import read_card_metadata, resolve_model
+    from .hub import read_card_metadata, require_safetensors, resolve_model
 
     resolved = resolve_model(reference, token=token)
+    require_safetensors(resolved)
     cfg = read_config(resolved.local_dir)
     if cfg.get("model_type") not in _FULL_MODEL_TYPES:
         raise CheckpointError(
             f"base model {reference!r} is not a full CLIPModel (model_type={cfg.get('model_type')!r})",
             "the base must include the text tower to build zero-shot heads, e.g. openai/clip-vit-base-patch32",
         )
-    weight_files(resolved.local_dir)  # refuses pickle-only checkpoints before transformers could unpickle
+    weight_files(resolved.local_dir)
     try:
         clip = CLIPModel.from_pretrained(resolved.local_dir, use_safetensors=True)
     except (OSError, ValueError) as e:

@@ -11,6 +11,7 @@ Setting environment variables is not enough once the libraries are imported: ``h
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -105,7 +106,7 @@ def _patch_constants(mp: pytest.MonkeyPatch, endpoint: str, home: Path) -> None:
 
 
 @pytest.fixture
-def hub_env(hub_server, tmp_path, monkeypatch) -> HubEnv:
+def hub_env(hub_server, tmp_path, monkeypatch) -> Iterator[HubEnv]:
     """Point the HF stack at the loopback Hub for one test (undone afterwards).
 
     Environment: ``HF_ENDPOINT`` = server, ``HF_TOKEN`` = ``DUMMY_TOKEN``, ``HF_HUB_DISABLE_XET=1``,

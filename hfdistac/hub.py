@@ -1,0 +1,598 @@
+"""All Hub I/O of hfdistac: model references, revision pinning, card metadata, and publishing.
+
+A model reference is ``repo_id[@revision]`` or a local directory. Hub revisions are resolved to a commit SHA
+once (and that SHA is what every later download and every provenance record uses); a local directory is
+identified by a content hash of its weight files. Only what a CLIP merge needs is downloaded (config,
+safetensors weights, README, tokenizer/processor files): pickle files are never fetched, let alone unpickled.
+
+Everything goes through huggingface_hub with its defaults, so ``HF_TOKEN``, ``HF_HOME``, ``HF_HUB_OFFLINE`` and
+``HF_ENDPOINT`` behave as in every other HF library. Errors become :class:`~hfdistac.errors.HubError` /
+:class:`~hfdistac.errors.ReferenceNotFoundError` with one line saying what happened and a hint saying how to fix
+it; the token never appears in any message or log line.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from .errors import CheckpointError, HfDistacError, HubError, InputError, ReferenceNotFoundError
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: What ``resolve_model`` downloads by default: config, safetensors weights (+ shard index), the card, and the
+#: tokenizer / image-processor files (all ``*.json`` / ``*.txt``).
+DEFAULT_ALLOW_PATTERNS = ["config.json", "*.safetensors", "*.safetensors.index.json", "README.md", "*.json", "*.txt"]
+#: Never downloaded, whatever ``allow_patterns`` says: pickles and other frameworks' weights.
+NEVER_DOWNLOAD_PATTERNS = ["*.bin", "*.pt", "*.pth", "*.pkl", "*.ckpt", "*.msgpack", "*.h5", "*.ot", "*.onnx"]
+#: Weight files that would need unpickling: detected (to refuse them clearly), never loaded.
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
+
+_HASH_CHUNK = 1 << 20
+_REPO_ID_RE = re.compile(r"^(?:[\w\-.]+/)?[\w\-.]+$")
+_TOKEN_RE = re.compile(r"\bhf_[A-Za-z0-9]{6,}\b")
+_AUTH_HINT = "log in with `hf auth login` or set HF_TOKEN to a token that can access the repo"
+_WRITE_HINT = ("log in with `hf auth login` or set HF_TOKEN to a token with write access to the repo's "
+               "namespace (create one at https://huggingface.co/settings/tokens)")
+
+
+# --------------------------------------------------------------------------------------------- references
+def is_local_reference(ref: str) -> bool:
+    """Whether ``ref`` names a local path rather than a Hub repo.
+
+    A reference is local when it exists on disk or starts with ``.``, ``/`` or ``~`` (a repo id never does), so a
+    local directory is never parsed as a repo id and a mistyped local path is reported as a missing directory.
+
+    Args:
+        ref: A model or dataset reference.
+
+    Returns:
+        ``True`` for a local path.
+    """
+    ref = str(ref)
+    return ref.startswith((".", "/", "~")) or os.path.isabs(ref) or Path(ref).expanduser().exists()
+
+
+def parse_reference(ref: str) -> tuple[str, str | None]:
+    """Split a Hub reference ``repo_id[@revision]`` into its repo id and revision.
+
+    Args:
+        ref: ``"owner/name"``, ``"owner/name@branch"``, ``"owner/name@<commit sha>"`` or ``"name@refs/pr/3"``.
+
+    Returns:
+        ``(repo_id, revision)``; ``revision`` is ``None`` when not given (the default branch).
+
+    Raises:
+        InputError: ``ref`` is empty, is a local path, or is not a valid repo id.
+    """
+    ref = str(ref).strip()
+    if not ref:
+        raise InputError("empty model reference", hint="pass `owner/name[@revision]` or a local directory")
+    if is_local_reference(ref):
+        raise InputError(f"{ref!r} is a local path, not a Hub reference",
+                         hint="use resolve_model() for references that may be local directories")
+    repo_id, sep, revision = ref.partition("@")
+    if sep and not revision:
+        raise InputError(f"empty revision after '@' in {ref!r}",
+                         hint="write `owner/name@<branch, tag or commit sha>` or drop the '@'")
+    if not _REPO_ID_RE.match(repo_id) or "--" in repo_id or ".." in repo_id or len(repo_id) > 96:
+        raise InputError(f"{ref!r} is neither an existing local directory nor a Hub repo id (`owner/name[@revision]`)",
+                         hint="check the spelling; local paths must exist, repo ids look like `openai/clip-vit-base-patch32`")
+    return repo_id, (revision or None)
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    """A model reference pinned to an exact version and available on local disk.
+
+    Attributes:
+        reference: The reference as the user wrote it.
+        local_dir: Directory holding the files (a cache snapshot for Hub models).
+        repo_id: The Hub repo id, ``None`` for a local directory.
+        revision: The commit SHA for a Hub model; ``"sha256:<16 hex>"`` (content hash of the weights) for a local one.
+        is_local: Whether the reference was a local directory.
+        pickle_only: The model has pickle weights (``.bin``/``.pt``) and no safetensors. For a Hub model nothing of
+            the weights was downloaded; callers refuse it (see :func:`require_safetensors`).
+    """
+
+    reference: str
+    local_dir: Path
+    repo_id: str | None
+    revision: str
+    is_local: bool
+    pickle_only: bool = False
+
+    @property
+    def safetensors_files(self) -> list[Path]:
+        """The ``*.safetensors`` files at the top of :attr:`local_dir`, sorted."""
+        return sorted(self.local_dir.glob("*.safetensors"))
+
+    @property
+    def pinned_reference(self) -> str:
+        """``repo_id@sha`` for a Hub model (reproducible), the directory for a local one."""
+        return f"{self.repo_id}@{self.revision}" if self.repo_id else str(self.local_dir)
+
+
+def require_safetensors(resolved: ResolvedModel) -> list[Path]:
+    """The model's safetensors files, or a clear :class:`CheckpointError` (pickle-only or no weights).
+
+    Args:
+        resolved: A resolved model.
+
+    Returns:
+        The ``*.safetensors`` files.
+
+    Raises:
+        CheckpointError: The model has only pickle weights (never unpickled) or no weights at all.
+    """
+    files = resolved.safetensors_files
+    if files:
+        return files
+    if resolved.pickle_only:
+        raise CheckpointError(
+            f"{resolved.reference} has only pickle weights (.bin/.pt), which hfdistac never loads (unpickling runs "
+            "arbitrary code); safetensors weights are required",
+            hint="convert it once with `model = CLIPVisionModel.from_pretrained(path); "
+                 "model.save_pretrained(out, safe_serialization=True)` in a trusted environment, or use the "
+                 "Hub's safetensors conversion bot (https://huggingface.co/spaces/safetensors/convert)")
+    raise CheckpointError(f"no *.safetensors weights in {resolved.reference} ({resolved.local_dir})",
+                          hint="pass a directory or repo that contains model.safetensors (save with save_pretrained)")
+
+
+def _content_hash(files: list[Path], root: Path) -> str:
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0")
+        digest.update(str(path.stat().st_size).encode() + b"\0")
+        with path.open("rb") as fh:
+            for chunk in iter(lambda: fh.read(_HASH_CHUNK), b""):
+                digest.update(chunk)
+    return "sha256:" + digest.hexdigest()[:16]
+
+
+def _resolve_local(ref: str) -> ResolvedModel:
+    path = Path(ref).expanduser()
+    if not path.exists():
+        raise ReferenceNotFoundError(f"no such directory: {ref}",
+                                     hint="check the path, or pass a Hub repo id like `owner/name[@revision]`")
+    if not path.is_dir():
+        raise ReferenceNotFoundError(f"not a directory: {ref}",
+                                     hint="pass the directory that holds config.json and the *.safetensors weights")
+    path = path.resolve()
+    weights = sorted(path.glob("*.safetensors")) + sorted(path.glob("*.safetensors.index.json"))
+    pickle_only = False
+    if not any(p.suffix == ".safetensors" for p in weights):
+        weights = sorted(p for p in path.iterdir() if p.is_file() and p.suffix in PICKLE_SUFFIXES)
+        pickle_only = bool(weights)
+    revision = _content_hash(weights, path)
+    logger.info("local model %s: %s", path, revision)
+    return ResolvedModel(reference=ref, local_dir=path, repo_id=None, revision=revision, is_local=True,
+                         pickle_only=pickle_only)
+
+
+def resolve_model(ref: str, *, allow_patterns: list[str] | None = None, token: str | bool | None = None
+                  ) -> ResolvedModel:
+    """Pin a model reference to an exact version and make its files available locally.
+
+    A local directory is used in place and identified by a content hash of its weights (``*.safetensors``, or the
+    pickle files when there are none, so that :func:`require_safetensors` can refuse them). A Hub reference
+    ``repo_id[@revision]`` is resolved to its commit SHA once (``HfApi.resolve_revision``, which also records the
+    mapping in the cache so the same reference resolves offline later), then exactly that commit is downloaded
+    with ``snapshot_download``, limited to ``allow_patterns``. Pickle and other-framework weights are never
+    downloaded; a repo whose only weights are pickles resolves with ``pickle_only=True`` (its config and card
+    are downloaded, so the caller can say which model it is and refuse it). Offline, a cached snapshot is used
+    as is (``pickle_only`` cannot be checked then; :func:`require_safetensors` still refuses a model without
+    safetensors weights).
+
+    Args:
+        ref: ``repo_id[@revision]`` or a local directory.
+        allow_patterns: Glob patterns of the files to download (default :data:`DEFAULT_ALLOW_PATTERNS`).
+        token: Hub token; default: huggingface_hub's (``HF_TOKEN`` or ``hf auth login``).
+
+    Returns:
+        The :class:`ResolvedModel`.
+
+    Raises:
+        ReferenceNotFoundError: No such local directory, repo or revision.
+        HubError: Offline and not cached, the Hub unreachable, or access refused (401/403).
+    """
+    if is_local_reference(ref):
+        return _resolve_local(str(ref))
+    repo_id, revision = parse_reference(ref)
+    from huggingface_hub import HfApi, snapshot_download
+
+    api = HfApi(token=token)
+    what = f"model {ref!r}"
+    try:
+        resolved = api.resolve_revision(repo_id, revision=revision)
+        local_dir = Path(snapshot_download(repo_id, revision=resolved, allow_patterns=allow_patterns or
+                                           DEFAULT_ALLOW_PATTERNS, ignore_patterns=NEVER_DOWNLOAD_PATTERNS,
+                                           token=token))
+    except Exception as err:
+        raise _translate(err, what=what, token=token, reading=True, not_found=ReferenceNotFoundError) from err
+    sha = resolved.resolved
+    pickle_only = False
+    if not any(local_dir.glob("*.safetensors")) and not _offline():
+        try:
+            files = api.list_repo_files(repo_id, revision=sha)
+        except Exception as err:
+            raise _translate(err, what=what, token=token, reading=True, not_found=ReferenceNotFoundError) from err
+        pickle_only = not any(f.endswith(".safetensors") for f in files) and any(
+            f.endswith(PICKLE_SUFFIXES) for f in files)
+    logger.info("resolved %s to %s@%s", ref, repo_id, sha)
+    return ResolvedModel(reference=str(ref), local_dir=local_dir, repo_id=repo_id, revision=sha, is_local=False,
+                         pickle_only=pickle_only)
+
+
+def resolve_dataset_revision(repo_id: str, revision: str | None = None, *, token: str | bool | None = None) -> str:
+    """The commit SHA of a dataset repo at ``revision`` (for provenance records).
+
+    Offline (or with the Hub unreachable) a revision resolved before is read from the cache.
+
+    Args:
+        repo_id: Dataset repo id (``owner/name``).
+        revision: Branch, tag or commit; default branch when ``None``.
+        token: Hub token; default: huggingface_hub's.
+
+    Returns:
+        The 40-hex commit SHA.
+
+    Raises:
+        ReferenceNotFoundError: No such dataset repo or revision.
+        HubError: Offline and never resolved before, or access refused.
+    """
+    from huggingface_hub import HfApi
+
+    try:
+        return HfApi(token=token).resolve_revision(repo_id, repo_type="dataset", revision=revision).resolved
+    except Exception as err:
+        ref = f"{repo_id}@{revision}" if revision else repo_id
+        raise _translate(err, what=f"dataset {ref!r}", token=token, reading=True,
+                         not_found=ReferenceNotFoundError) from err
+
+
+# --------------------------------------------------------------------------------------------- model cards
+def _local_ref(value: Any, base_dir: Path) -> Any:
+    """Resolve a relative local path written in a local model's card against the model directory."""
+    if not isinstance(value, str) or not value:
+        return value
+    if value.startswith(("./", "../", "~")) or value in (".", ".."):
+        return str((base_dir / Path(value).expanduser()).resolve())
+    if os.path.isabs(value):
+        return value
+    candidate = base_dir / value
+    return str(candidate.resolve()) if candidate.exists() else value
+
+
+def read_card_metadata(resolved: ResolvedModel) -> dict:
+    """The YAML metadata of the model's README.md (``{}`` when there is no card or no metadata).
+
+    For a local model, relative local paths in ``base_model`` and ``datasets`` (e.g. ``base_model: ../../base``)
+    are resolved against the model directory, so they stay valid wherever the caller runs.
+
+    Args:
+        resolved: A resolved model.
+
+    Returns:
+        The metadata dict.
+
+    Raises:
+        CheckpointError: The README's front matter is not valid YAML.
+    """
+    from huggingface_hub import metadata_load
+
+    readme = resolved.local_dir / "README.md"
+    if not readme.is_file():
+        return {}
+    try:
+        meta = metadata_load(readme) or {}
+    except Exception as err:  # yaml errors
+        raise CheckpointError(f"the model card of {resolved.reference} has invalid YAML metadata: "
+                              f"{str(err).splitlines()[0] if str(err) else type(err).__name__}",
+                              hint=f"fix the front matter between the '---' lines of {readme}") from err
+    if not isinstance(meta, dict):
+        return {}
+    if resolved.is_local:
+        for key in ("base_model", "datasets"):
+            value = meta.get(key)
+            if isinstance(value, list):
+                meta[key] = [_local_ref(v, resolved.local_dir) for v in value]
+            elif value is not None:
+                meta[key] = _local_ref(value, resolved.local_dir)
+    return meta
+
+
+def card_base_model(meta: dict) -> str | None:
+    """The ``base_model`` of card metadata (the first one when the card lists several), or ``None``.
+
+    Args:
+        meta: Card metadata, as returned by :func:`read_card_metadata`.
+
+    Returns:
+        A reference usable with :func:`resolve_model`, or ``None``.
+    """
+    value = meta.get("base_model") if isinstance(meta, dict) else None
+    if isinstance(value, list):
+        value = next((v for v in value if isinstance(v, str) and v.strip()), None)
+    return value.strip() if isinstance(value, str) and value.strip() else None
+
+
+def card_datasets(meta: dict) -> list[str]:
+    """The ``datasets`` of card metadata as a list (empty when absent).
+
+    Args:
+        meta: Card metadata, as returned by :func:`read_card_metadata`.
+
+    Returns:
+        Dataset references.
+    """
+    value = meta.get("datasets") if isinstance(meta, dict) else None
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list):
+        return []
+    return [str(v).strip() for v in value if v is not None and str(v).strip()]
+
+
+# --------------------------------------------------------------------------------------------- publishing
+def push_folder(folder: str | Path, repo_id: str, *, private: bool = False, revision: str | None = None,
+                create_pr: bool = False, commit_message: str | None = None, token: str | bool | None = None,
+                retries: int = 3, retry_delay: float = 1.0) -> dict:
+    """Publish every file of ``folder`` to a model repo in ONE commit.
+
+    Creates the repo if needed (``private`` applies only then) and the branch ``revision`` if it does not exist
+    (from the default branch), then commits all files (weights through LFS). Transient failures (HTTP 5xx/429,
+    dropped connections) are retried with exponential backoff.
+
+    Args:
+        folder: The directory to upload (``.git`` excluded).
+        repo_id: Target repo ``owner/name``.
+        private: Create the repo private.
+        revision: Branch to commit to (created if missing); default branch when ``None``.
+        create_pr: Open a pull request instead of committing to the branch directly.
+        commit_message: Commit title (default: ``"Upload <folder name> with hfdistac"``).
+        token: Hub token; default: huggingface_hub's (``HF_TOKEN`` or ``hf auth login``).
+        retries: Attempts per Hub call for transient errors.
+        retry_delay: First backoff delay in seconds (doubled at each retry).
+
+    Returns:
+        ``{"repo_id", "commit_sha", "commit_url", "pr_url"}`` (``pr_url`` is ``None`` without ``create_pr``).
+
+    Raises:
+        InputError: ``folder`` is not a directory or is empty; ``repo_id`` is invalid.
+        HubError: Access refused (401/403), repo/branch not found (404), offline, or the Hub kept failing.
+    """
+    folder = Path(folder).expanduser()
+    if not folder.is_dir():
+        raise InputError(f"nothing to push: {folder} is not a directory",
+                         hint="pass the output directory written by hfdistac")
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and ".git" not in p.relative_to(folder).parts)
+    if not files:
+        raise InputError(f"nothing to push: {folder} is empty", hint="pass the output directory written by hfdistac")
+    repo_id = _check_repo_id(repo_id)
+    from huggingface_hub import CommitOperationAdd, HfApi
+
+    api = HfApi(token=token)
+    what = f"repo {repo_id!r}"
+    _with_retries(lambda: api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model"),
+                  what=what, step=f"creating {what}", token=token, retries=retries, retry_delay=retry_delay)
+    if revision and revision != "main":
+        _with_retries(lambda: api.create_branch(repo_id, branch=revision, exist_ok=True),
+                      what=f"branch {revision!r} of {what}", step=f"creating branch {revision!r} of {what}",
+                      token=token, retries=retries, retry_delay=retry_delay)
+    message = commit_message or f"Upload {folder.resolve().name} with hfdistac"
+
+    def commit():  # operations are mutated by create_commit: build them afresh for every attempt
+        ops = [CommitOperationAdd(path_in_repo=p.relative_to(folder).as_posix(), path_or_fileobj=str(p))
+               for p in files]
+        return api.create_commit(repo_id, ops, commit_message=message, revision=revision, create_pr=create_pr)
+
+    info = _with_retries(commit, what=what, step=f"pushing {len(files)} files to {what}", token=token,
+                         retries=retries, retry_delay=retry_delay)
+    logger.info("pushed %d files from %s to %s (commit %s)", len(files), folder, repo_id, info.oid)
+    return {"repo_id": repo_id, "commit_sha": info.oid, "commit_url": info.commit_url, "pr_url": info.pr_url}
+
+
+def open_card_pr(repo_id: str, card_text: str, *, commit_message: str | None = None,
+                 commit_description: str | None = None, revision: str | None = None,
+                 token: str | bool | None = None, retries: int = 3, retry_delay: float = 1.0) -> dict:
+    """Open a pull request on an existing model repo that changes only its README.md.
+
+    Args:
+        repo_id: The model repo ``owner/name`` (must exist).
+        card_text: The full new README.md (front matter + text).
+        commit_message: PR title (default: ``"Add merge-readiness diagnostics (hfdistac)"``).
+        commit_description: PR description.
+        revision: Branch the PR targets; default branch when ``None``.
+        token: Hub token; default: huggingface_hub's.
+        retries: Attempts for transient errors.
+        retry_delay: First backoff delay in seconds.
+
+    Returns:
+        ``{"repo_id", "commit_sha", "commit_url", "pr_url"}``.
+
+    Raises:
+        ReferenceNotFoundError: The repo or branch does not exist.
+        HubError: Access refused, offline, or the Hub kept failing.
+    """
+    repo_id = _check_repo_id(repo_id)
+    from huggingface_hub import CommitOperationAdd, HfApi
+
+    api = HfApi(token=token)
+    data = card_text.encode("utf-8")
+
+    def commit():
+        ops = [CommitOperationAdd(path_in_repo="README.md", path_or_fileobj=data)]
+        return api.create_commit(repo_id, ops, commit_message=commit_message or
+                                 "Add merge-readiness diagnostics (hfdistac)",
+                                 commit_description=commit_description, revision=revision, create_pr=True)
+
+    info = _with_retries(commit, what=f"model repo {repo_id!r}", step=f"opening a card PR on {repo_id!r}",
+                         token=token, retries=retries, retry_delay=retry_delay, not_found=ReferenceNotFoundError)
+    logger.info("opened card PR on %s: %s", repo_id, info.pr_url)
+    return {"repo_id": repo_id, "commit_sha": info.oid, "commit_url": info.commit_url, "pr_url": info.pr_url}
+
+
+def _check_repo_id(repo_id: str) -> str:
+    repo_id = str(repo_id).strip()
+    if not _REPO_ID_RE.match(repo_id) or "--" in repo_id or ".." in repo_id or len(repo_id) > 96:
+        raise InputError(f"invalid repo id {repo_id!r}: expected `owner/name` (letters, digits, '-', '_', '.')",
+                         hint="for example `my-user/clip-vit-b32-distac-cars`")
+    return repo_id
+
+
+# --------------------------------------------------------------------------------------------- errors, retries
+def _offline() -> bool:
+    from huggingface_hub import constants
+
+    return bool(constants.is_offline_mode())
+
+
+def _endpoint() -> str:
+    from huggingface_hub import constants
+
+    return constants.ENDPOINT
+
+
+def _scrub(text: str, token: str | bool | None = None) -> str:
+    """Remove any token (the given one, huggingface_hub's, anything shaped like ``hf_...``) from ``text``."""
+    secrets = [token] if isinstance(token, str) and token else []
+    try:
+        from huggingface_hub import get_token
+
+        found = get_token()
+        if found:
+            secrets.append(found)
+    except Exception:  # never let scrubbing fail the real error
+        pass
+    for secret in secrets:
+        text = text.replace(secret, "***")
+    return _TOKEN_RE.sub("hf_***", text)
+
+
+def _first_line(err: BaseException) -> str:
+    server = getattr(err, "server_message", None)
+    text = server or str(err) or type(err).__name__
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[0] if lines else type(err).__name__
+
+
+def _status(err: BaseException) -> int | None:
+    response = getattr(err, "response", None)
+    return getattr(response, "status_code", None)
+
+
+def _is_transient(err: BaseException) -> bool:
+    from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
+
+    if isinstance(err, OfflineModeIsEnabled):
+        return False
+    if isinstance(err, HfHubHTTPError):
+        status = _status(err)
+        return status is not None and (status >= 500 or status == 429)
+    try:
+        import httpx2
+
+        if isinstance(err, httpx2.ProxyError):
+            return False
+        if isinstance(err, httpx2.TransportError):
+            return True
+    except ImportError:  # pragma: no cover - huggingface_hub always ships its HTTP client
+        pass
+    return isinstance(err, (ConnectionError, TimeoutError))
+
+
+def _translate(err: BaseException, *, what: str, token: str | bool | None, reading: bool = False,
+               not_found: type[HfDistacError] = HubError) -> HfDistacError:
+    """Turn a huggingface_hub/HTTP error into a one-line hfdistac error with a hint (token scrubbed).
+
+    ``what`` names the object (``"model 'a/b'"``); ``reading`` says whether it was being read (a reference, which
+    may also be looked up in the cache or mistaken for a local path) rather than written.
+    """
+    from huggingface_hub.errors import (
+        HfHubHTTPError,
+        IncompleteSnapshotError,
+        LocalEntryNotFoundError,
+        OfflineModeIsEnabled,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+        RevisionResolutionError,
+    )
+
+    if isinstance(err, HfDistacError):
+        return err
+    endpoint = _endpoint()
+    status = _status(err)
+    if isinstance(err, (OfflineModeIsEnabled, RevisionResolutionError, LocalEntryNotFoundError)) and _offline():
+        if reading:
+            kind = "only part of it is" if isinstance(err, IncompleteSnapshotError) else "it is not"
+            return HubError(_scrub(f"cannot fetch {what}: offline mode is on (HF_HUB_OFFLINE=1) and {kind} in "
+                                   "the local cache", token),
+                            hint="unset HF_HUB_OFFLINE (or set HF_HUB_OFFLINE=0) to download it, or pass a local "
+                                 "directory instead")
+        return HubError(f"cannot write to {what}: offline mode is on (HF_HUB_OFFLINE=1)",
+                        hint="unset HF_HUB_OFFLINE (or set HF_HUB_OFFLINE=0) to push")
+    if isinstance(err, RevisionNotFoundError):
+        return not_found(_scrub(f"revision not found: {what} has no branch, tag or commit by that name on "
+                                f"{endpoint}", token),
+                         hint="check the part after '@' (a branch, tag or full commit SHA), or drop it for the "
+                              "default branch")
+    if status in (401, 403):
+        verb = "refused access to" if status == 403 else "requires authentication for"
+        return HubError(_scrub(f"the Hub {verb} {what} (HTTP {status}): {_first_line(err)}", token),
+                        hint=_AUTH_HINT if reading else _WRITE_HINT)
+    if isinstance(err, RepositoryNotFoundError) or status == 404:
+        if reading:
+            return not_found(_scrub(f"{what} not found: no such repo on {endpoint} and no such local directory",
+                                    token),
+                             hint="check the repo id `owner/name` (or the path); for a private repo " + _AUTH_HINT)
+        return not_found(_scrub(f"{what} not found on {endpoint} (HTTP 404)", token),
+                         hint="check the repo id and branch; your token must also be able to see the repo: "
+                              + _WRITE_HINT)
+    if isinstance(err, (RevisionResolutionError, LocalEntryNotFoundError, OfflineModeIsEnabled)) or (
+            _is_transient(err) and not isinstance(err, HfHubHTTPError)):
+        cached = " and it is not in the local cache" if reading else ""
+        cause = type(err.__cause__ or err).__name__
+        hint = "check your connection and HF_ENDPOINT, then retry"
+        if reading:
+            hint += "; to work offline set HF_HUB_OFFLINE=1 and use models downloaded before, or pass a local directory"
+        return HubError(_scrub(f"cannot reach the Hub at {endpoint} for {what}{cached} ({cause})", token), hint=hint)
+    if isinstance(err, HfHubHTTPError):
+        return HubError(_scrub(f"the Hub failed for {what} (HTTP {status}): {_first_line(err)}", token),
+                        hint="retry later; if it persists check https://status.huggingface.co")
+    if isinstance(err, ValueError) and "yaml" in str(err).lower():
+        return HubError(_scrub(f"the Hub rejected the model card metadata of {what}: {_first_line(err)}", token),
+                        hint="fix the YAML front matter of README.md")
+    return HubError(_scrub(f"Hub request for {what} failed: {type(err).__name__}: {_first_line(err)}", token),
+                    hint="retry; set HFDISTAC_DEBUG=1 to see the traceback")
+
+
+def _with_retries(fn: Callable[[], T], *, what: str, step: str, token: str | bool | None, retries: int,
+                  retry_delay: float, not_found: type[HfDistacError] = HubError) -> T:
+    """Call ``fn`` (``step``, for log lines), retrying transient errors with exponential backoff.
+
+    ``retries`` counts all attempts; the delay starts at ``retry_delay`` seconds and doubles.
+    """
+    attempts = max(1, int(retries))
+    for attempt in range(1, attempts + 1):
+        try:
+            return fn()
+        except Exception as err:
+            if attempt < attempts and _is_transient(err):
+                delay = retry_delay * 2 ** (attempt - 1)
+                logger.warning("%s failed (%s); retrying in %.2fs (attempt %d of %d)", step,
+                               _scrub(f"{type(err).__name__}: {_first_line(err)}", token), delay, attempt + 1,
+                               attempts)
+                time.sleep(delay)
+                continue
+            raise _translate(err, what=what, token=token, not_found=not_found) from err
+    raise AssertionError("unreachable")  # pragma: no cover
