@@ -45,6 +45,8 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
         if meta.get("metavar"):
             kwargs["metavar"] = meta["metavar"]
         if tp is bool and not is_list:
+            if f.name.startswith("no_"):  # argparse would read --no-x as the negation of --x
+                raise TypeError(f"bool option {f.name!r} must not start with 'no_'")
             kwargs["action"] = argparse.BooleanOptionalAction
         else:
             kwargs["type"] = tp if tp in (int, float, str) else str

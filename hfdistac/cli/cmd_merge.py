@@ -1,0 +1,41 @@
+"""``hfdistac merge``: merge a recipe's task vectors and print the paper-style table."""
+
+from __future__ import annotations
+
+from ..merge_eval import MergeConfig
+from .main import Command
+
+
+def _run(cfg: MergeConfig) -> int:
+    from ..merge_eval import run_merge
+
+    report = run_merge(cfg)
+    if report.get("table_markdown"):
+        print(report["table_markdown"])
+    for r in report["results"]:
+        if r.get("alpha_curve"):
+            continue
+        print(f"{r['pretty_name']}: alpha = {r['alpha']} ({r['alpha_selection']})")
+    if cfg.output:
+        print(f"\nwrote {cfg.output}")
+    if cfg.push_to:
+        from ..hub import push_folder
+
+        info = push_folder(cfg.output, cfg.push_to, private=cfg.private, revision=cfg.revision,
+                           create_pr=cfg.create_pr, commit_message=cfg.commit_message
+                           or f"hfdistac merge ({cfg.method})")
+        print(f"pushed to {info.get('pr_url') or info.get('commit_url')}")
+    return 0
+
+
+COMMAND = Command(
+    "merge",
+    "merge task vectors (TA, TIES, Consensus, TSVM, average), choose alpha on validation, evaluate on test",
+    """\
+      hfdistac merge example-suite/recipes/original.yaml --method all
+      hfdistac merge example-suite/recipes/norm-mismatch.yaml --method tsvm --output merged-tsvm
+      hfdistac merge recipe.yaml --method ties --density 0.2 --calibrate --output out --push-to user/merged
+      hfdistac merge recipe.yaml --method task_arithmetic --alpha 0.3 --weights-only --output weights-only""",
+    MergeConfig,
+    _run,
+)

@@ -1,0 +1,147 @@
+"""`hfdistac merge` end to end on the tiny fixtures: table, outputs, alpha selection, calibration, errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import yaml
+
+from hfdistac.cli.main import main
+from hfdistac.merge_eval import fit_temperature
+
+
+def write_recipe(path, tiny, tasks=None, base=None):
+    tasks = tasks or [{"name": n, "model": str(getattr(tiny, n)), "dataset": str(tiny.data)}
+                      for n in ("ft_a", "ft_b", "ft_c")]
+    path.write_text(yaml.safe_dump({"format": "hfdistac.recipe.v1", "name": "tiny", "base": str(base or tiny.base),
+                                    "tasks": tasks}))
+    return path
+
+
+def run_cli(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_merge_all_methods_writes_table_and_outputs(tiny, tmp_path, capsys):
+    recipe = write_recipe(tmp_path / "r.yaml", tiny)
+    code, out, err = run_cli(capsys, "merge", recipe, "--method", "all", "--output", tmp_path / "out",
+                             "--no-progress", "--alpha-grid", "0", "0.5", "1")
+    assert code == 0, err
+    for row in ("zero-shot", "individual", "Task Arithmetic", "TIES-Merging", "Consensus TA", "TSV-M"):
+        assert row in out
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert [r["method"] for r in report["results"]] == ["task_arithmetic", "ties", "consensus", "tsvm", "average"]
+    for method in ("task_arithmetic", "ties", "consensus", "tsvm", "average"):
+        d = tmp_path / "out" / method
+        files = {p.name for p in d.iterdir()}
+        assert {"config.json", "model.safetensors", "report.json", "results.md", "recipe.yaml", "README.md",
+                "hfdistac_config.json"} <= files
+        r = json.loads((d / "report.json").read_text())
+        for key in ("method", "alpha", "alpha_grid", "tasks", "mean_accuracy", "mean_normalized_accuracy"):
+            assert key in r
+        assert {"name", "accuracy", "normalized_accuracy", "ece"} <= set(r["tasks"][0])
+    ta = next(r for r in report["results"] if r["method"] == "task_arithmetic")
+    assert ta["alpha"] in (0.0, 0.5, 1.0) and len(ta["alpha_curve"]) == 3
+    best = max(c["mean_normalized_accuracy"] for c in ta["alpha_curve"])
+    assert ta["alpha"] == min(c["alpha"] for c in ta["alpha_curve"] if c["mean_normalized_accuracy"] == best)
+    cons = next(r for r in report["results"] if r["method"] == "consensus")
+    assert len(cons["tall_lambdas"]) == 3 and all(lam in (0.2, 0.3, 0.4, 0.5, 0.6) for lam in cons["tall_lambdas"])
+    avg = next(r for r in report["results"] if r["method"] == "average")
+    assert avg["alpha"] == 1.0
+
+
+def test_merged_weights_are_base_plus_alpha_tau(tiny, tmp_path, capsys):
+    from safetensors.torch import load_file
+
+    from hfdistac.checkpoints import read_vision_weights
+
+    recipe = write_recipe(tmp_path / "r.yaml", tiny)
+    code, _, err = run_cli(capsys, "merge", recipe, "--method", "task_arithmetic", "--alpha", "0.3", "--weights-only",
+                           "--output", tmp_path / "out", "--no-progress")
+    assert code == 0, err
+    merged = load_file(str(tmp_path / "out" / "model.safetensors"))
+    base = read_vision_weights(tiny.base)
+    fts = [read_vision_weights(getattr(tiny, n)) for n in ("ft_a", "ft_b", "ft_c")]
+    k = "vision_model.encoder.layers.1.mlp.fc1.weight"
+    expected = base[k] + 0.3 * sum(f[k] - base[k] for f in fts)
+    torch.testing.assert_close(merged[k], expected, rtol=1e-5, atol=1e-6)
+    card = (tmp_path / "out" / "README.md").read_text()
+    assert "task_arithmetic" in card and "0.3" in card
+
+
+def test_calibration_fits_temperatures_and_stores_them_with_heads(tiny, tmp_path, capsys):
+    from hfdistac.heads import load_head
+
+    recipe = write_recipe(tmp_path / "r.yaml", tiny)
+    code, out, err = run_cli(capsys, "merge", recipe, "--method", "tsvm", "--calibrate", "--output", tmp_path / "out",
+                             "--no-progress", "--alpha-grid", "0.5")
+    assert code == 0, err
+    r = json.loads((tmp_path / "out" / "report.json").read_text())
+    res = r["results"][0]
+    assert set(res["temperatures"]) == {"ft_a", "ft_b", "ft_c"}
+    assert all("ece_before" in t and "ece_after" in t for t in res["tasks"])
+    head = load_head(tmp_path / "out" / "heads" / "ft_a.safetensors")
+    assert head.temperature == pytest.approx(res["temperatures"]["ft_a"])
+    assert "ECE before" in out
+
+
+def test_fit_temperature_recovers_a_known_temperature():
+    torch.manual_seed(0)
+    true_logits = torch.randn(4000, 5) * 3
+    labels = torch.distributions.Categorical(logits=true_logits).sample()
+    t = fit_temperature(true_logits * 4.0, labels)  # over-confident by 4x
+    assert t == pytest.approx(4.0, rel=0.15)
+
+
+def test_conditioned_vector_with_another_base_is_refused(tiny, tmp_path, capsys):
+    from hfdistac.task_vectors import TaskVector, save_task_vector
+
+    cond = tmp_path / "cond"
+    cond.mkdir()
+    (cond / "config.json").write_text((tiny.ft_a / "config.json").read_text())
+    (cond / "model.safetensors").write_bytes((tiny.ft_a / "model.safetensors").read_bytes())
+    save_task_vector(TaskVector({"x": torch.zeros(1)}), cond / "task_vector.safetensors",
+                     {"base_revision": "sha256:0000000000000000"})
+    recipe = write_recipe(tmp_path / "r.yaml", tiny, tasks=[
+        {"name": "a", "model": str(cond)}, {"name": "b", "model": str(tiny.ft_b)}])
+    code, _, err = run_cli(capsys, "merge", recipe, "--weights-only", "--alpha", "0.3", "--method", "task_arithmetic")
+    assert code == 2 and "base revision" in err
+
+
+@pytest.mark.parametrize("case", ["mismatched_base", "missing_model", "no_test_split", "unknown_method",
+                                  "alpha_range", "density_range", "missing_recipe", "weights_only_without_alpha"])
+def test_merge_bad_input(tiny, tmp_path, capsys, case):
+    out_dir = tmp_path / "out"
+    args = ["--output", out_dir, "--no-progress"]
+    recipe = write_recipe(tmp_path / "r.yaml", tiny)
+    if case == "mismatched_base":
+        recipe = write_recipe(tmp_path / "r.yaml", tiny, base=tiny.other_base)
+        argv = ["merge", recipe, "--method", "task_arithmetic", "--alpha", "0.3", "--weights-only", *args]
+    elif case == "missing_model":
+        recipe = write_recipe(tmp_path / "r.yaml", tiny, tasks=[{"name": "x", "model": str(tmp_path / "gone")}])
+        argv = ["merge", recipe, "--alpha", "0.3", "--weights-only", *args]
+    elif case == "no_test_split":
+        recipe = write_recipe(tmp_path / "r.yaml", tiny, tasks=[
+            {"name": "a", "model": str(tiny.ft_a), "dataset": str(tiny.data), "test_split": "holdout"}])
+        argv = ["merge", recipe, "--method", "task_arithmetic", *args]
+    elif case == "unknown_method":
+        argv = ["merge", recipe, "--method", "dare", *args]
+    elif case == "alpha_range":
+        argv = ["merge", recipe, "--alpha", "11", *args]
+    elif case == "density_range":
+        argv = ["merge", recipe, "--method", "ties", "--density", "1.5", *args]
+    elif case == "missing_recipe":
+        argv = ["merge", tmp_path / "nope.yaml", *args]
+    else:
+        argv = ["merge", recipe, "--weights-only", *args]
+    code, out, err = run_cli(capsys, *argv)
+    assert code == 2, (out, err)
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert lines[0].startswith("error: ") and len(lines) <= 2 and "Traceback" not in err
+    if case == "unknown_method":
+        assert "task_arithmetic" in err and "tsvm" in err
+    assert not out_dir.exists()
