@@ -58,6 +58,7 @@ class ModelDiagnosis:
     max_prob: float | None = None
     accuracy: float | None = None
     ece: float | None = None
+    reliability: dict | None = None
     flags: list[str] = field(default_factory=list)
     recommendation: dict = field(default_factory=dict)
 
@@ -187,6 +188,7 @@ def inspect_models(
     from .data import DatasetSpec, load_image_data
     from .evaluation import evaluate_model, head_for_task
     from .hub import card_base_model, card_datasets
+    from .metrics import reliability_bins
     from .task_vectors import compute_task_vector, per_layer_norms
 
     if not models:
@@ -224,7 +226,9 @@ def inspect_models(
             head = head_for_task(base_model, data, templates=list(templates[i]) if templates and templates[i] else None)
             model = build_vision_model(ft.config, ft.weights)
             m = evaluate_model(model, head, data, base_model.image_processor, batch_size=batch_size, limit=limit,
-                               num_workers=num_workers, device=device, progress=progress)
+                               num_workers=num_workers, device=device, progress=progress, return_logits=True)
+            if m["labels"] is not None:
+                diag.reliability = reliability_bins(m["logits"], m["labels"])
             diag.dataset, diag.split, diag.num_classes = ds_ref, split, head.num_classes
             diag.entropy, diag.max_prob = m["entropy"], m["max_prob"]
             diag.normalized_entropy = m["entropy"] / math.log(head.num_classes) if head.num_classes > 1 else 0.0

@@ -1,0 +1,132 @@
+"""Publishing over real HTTP against the loopback Hub: `hfdistac card`, `hfdistac push`, merge --push-to."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import yaml
+from huggingface_hub import ModelCard
+
+from hfdistac.cli.main import main
+from hfdistac.readiness import END, START, add_metadata, merge_section
+from tests._fixtures_hub import DUMMY_TOKEN
+
+
+def run_cli(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_merge_section_is_inserted_once_and_replaced_on_rerun():
+    text = "# My model\n\nSome words.\n"
+    once = merge_section(text, f"{START}\nv1\n{END}")
+    twice = merge_section(once, f"{START}\nv2\n{END}")
+    assert twice.count(START) == 1 and "v2" in twice and "v1" not in twice and twice.startswith("# My model")
+
+
+def test_add_metadata_never_overwrites():
+    meta = {"license": "mit", "tags": ["vision"], "base_model": "org/base"}
+    out = add_metadata(meta, {"license": "apache-2.0", "tags": ["hfdistac", "vision"], "base_model": "x/y",
+                              "library_name": "transformers"})
+    assert out == {"license": "mit", "tags": ["vision", "hfdistac"], "base_model": "org/base",
+                   "library_name": "transformers"}
+
+
+def test_card_open_pr_keeps_existing_card(hub_env, tiny, tmp_path, capsys):
+    server = hub_env.server
+    server.seed_repo("org/base-for-card", tiny.base)
+    src = tmp_path / "ft"
+    shutil.copytree(tiny.ft_long, src)
+    (src / "README.md").write_text("---\nlicense: mit\nbase_model: org/base-for-card\ntags:\n- vision\n---\n\n"
+                                   "# Long fine-tune\n\nOur own words about it.\n")
+    main_sha = server.seed_repo("org/long-ft", src)
+    code, out, err = run_cli(capsys, "card", "org/long-ft", "--data", tiny.data, "--reference", tiny.ft_a, tiny.ft_b,
+                             "--open-pr", "--no-progress")
+    assert code == 0, err
+    assert "norm mismatch" in out and "hfdistac condition org/long-ft" in out
+    repo = server.repo("org/long-ft")
+    assert repo.refs["main"] == main_sha  # a PR, not a commit on main
+    pr_files = server.repo_files("org/long-ft", "refs/pr/1")
+    card_text = pr_files["README.md"].decode()
+    assert "Our own words about it." in card_text and card_text.count(START) == 1
+    card = ModelCard(card_text)
+    assert card.data.license == "mit" and card.data.base_model == "org/base-for-card"
+    assert card.data.tags == ["vision", "hfdistac", "merge-readiness"]
+    assert {"hfdistac/per_layer_norms.png", "hfdistac/reliability.png", "hfdistac/merge_readiness.json"} <= set(pr_files)
+    changed = {k for k, v in pr_files.items() if server.repo_files("org/long-ft").get(k) != v}
+    assert changed == {"README.md", "hfdistac/per_layer_norms.png", "hfdistac/reliability.png",
+                       "hfdistac/merge_readiness.json"}
+    assert len(server.requests_to(r"/api/models/org/long-ft/commit/", "POST")) == 1
+    for content in pr_files.values():
+        assert DUMMY_TOKEN.encode() not in content
+    assert DUMMY_TOKEN not in out + err
+
+
+def test_card_without_existing_card_writes_a_whole_one(tiny, tmp_path, capsys):
+    src = tmp_path / "bare"
+    shutil.copytree(tiny.ft_a, src)
+    (src / "README.md").unlink()
+    code, out, err = run_cli(capsys, "card", src, "--base", tiny.base, "--data", tiny.data, "--output",
+                             tmp_path / "card", "--no-progress")
+    assert code == 0, err
+    text = (tmp_path / "card" / "README.md").read_text()
+    card = ModelCard(text)
+    assert "hfdistac" in card.data.tags and START in text
+    assert "no reference task vectors" in text
+
+
+def test_card_open_pr_on_local_path_is_refused(tiny, capsys):
+    code, _, err = run_cli(capsys, "card", tiny.ft_a, "--open-pr")
+    assert code == 2 and err.startswith("error: --open-pr needs a Hub model id")
+
+
+def test_push_merge_output_as_pr_and_merge_pulled_models(hub_env, tiny, tmp_path, capsys):
+    """Push fine-tuned models, merge them *by repo id* from the server, push the merge as a PR."""
+    server = hub_env.server
+    server.seed_repo("org/tiny-base", tiny.base)
+    for name in ("ft_a", "ft_b"):
+        server.seed_repo(f"org/{name}", getattr(tiny, name))
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump({"format": "hfdistac.recipe.v1", "name": "hub", "base": "org/tiny-base",
+                                      "tasks": [{"name": n, "model": f"org/{n}", "dataset": str(tiny.data)}
+                                                for n in ("ft_a", "ft_b")]}))
+    code, out, err = run_cli(capsys, "merge", recipe, "--method", "task_arithmetic", "--alpha-grid", "0", "0.5",
+                             "--output", tmp_path / "merged", "--no-progress")
+    assert code == 0, err
+    server.seed_repo("org/merged", tmp_path / "merged")  # an existing repo to propose a PR to
+    code, out, err = run_cli(capsys, "push", tmp_path / "merged", "org/merged", "--create-pr",
+                             "--commit-message", "TA merge")
+    assert code == 0, err and "discussions/1" in out
+    files = server.repo_files("org/merged", "refs/pr/1")
+    assert {"README.md", "model.safetensors", "config.json", "report.json", "results.md", "recipe.yaml",
+            "hfdistac_config.json"} <= set(files)
+    card = ModelCard(files["README.md"].decode())
+    assert card.data.base_model == ["org/ft_a", "org/ft_b"] and card.data.base_model_relation == "merge"
+    assert "task_arithmetic" in card.data.tags
+    from huggingface_hub.repocard_data import model_index_to_eval_results
+
+    _, results = model_index_to_eval_results(card.data.to_dict()["model-index"])
+    assert {r.dataset_name for r in results} == {"ft_a", "ft_b"}
+    for content in files.values():
+        assert DUMMY_TOKEN.encode() not in content
+
+
+def test_push_command_errors(tmp_path, capsys, hub_env):
+    code, _, err = run_cli(capsys, "push", tmp_path / "missing", "org/x")
+    assert code == 2 and "not a directory" in err
+    (tmp_path / "d").mkdir()
+    code, _, err = run_cli(capsys, "push", tmp_path / "d", "org/x")
+    assert code == 2 and "no README.md" in err
+    (tmp_path / "d" / "README.md").write_text("# x\n")
+    hub_env.server.fail(r"^/api/repos/create$", status=401, times=5)
+    code, _, err = run_cli(capsys, "push", tmp_path / "d", "org/x")
+    assert code == 2 and "hf auth login" in err and DUMMY_TOKEN not in err
+
+
+@pytest.mark.parametrize("command", ["card", "push", "merge"])
+def test_help(command, capsys):
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    assert "examples:" in capsys.readouterr().out
