@@ -111,6 +111,22 @@ def add_metadata(meta: dict, additions: dict) -> dict:
     return out
 
 
+def render_section(m, *, base: str, base_revision: str, n_references: int, norm_threshold: float,
+                   entropy_threshold: float, command: str | None, plots: list[dict], limit_text: str) -> str:
+    """The merge-readiness card section of one :class:`~hfdistac.diagnosis.ModelDiagnosis` (pure)."""
+    import jinja2
+
+    from . import __version__
+    from .cards import template_text
+
+    verdict = verdict_of(m.flags)
+    ctx = {"m": m, "base": base, "base_revision": base_revision, "n_references": n_references,
+           "norm_threshold": norm_threshold, "entropy_threshold": entropy_threshold,
+           "verdict_text": VERDICTS[verdict], "reason": m.recommendation.get("reason") if verdict != "ready" else "",
+           "command": command, "plots": plots, "version": __version__, "limit_text": limit_text}
+    return jinja2.Template(template_text("readiness_section.md.j2"), keep_trailing_newline=True).render(**ctx)
+
+
 def run_card(config: CardConfig) -> dict:
     """Diagnose a checkpoint and write/push its merge-readiness card.
 
@@ -120,7 +136,6 @@ def run_card(config: CardConfig) -> dict:
     Returns:
         ``{"verdict", "diagnosis", "section", "card", "output"?, "push"?}``.
     """
-    from . import __version__
     from .diagnosis import condition_command, inspect_models
     from .evaluation import resolve_device
     from .heads import load_templates_file
@@ -170,15 +185,9 @@ def run_card(config: CardConfig) -> dict:
             plots.append({"title": "Reliability diagram", "path": f"{ASSET_DIR}/reliability.png"})
         limit_text = (f"{m.split} split of `{m.dataset}`" + (f" (first {config.limit} images)" if config.limit else "")
                       if m.dataset else "weights only (no dataset given)")
-        from .cards import render_card, template_text
-
-        ctx = {"m": m, "base": base, "base_revision": diagnosis.base_revision, "n_references": len(refs),
-               "norm_threshold": config.norm_threshold, "entropy_threshold": config.entropy_threshold,
-               "verdict_text": VERDICTS[verdict], "reason": m.recommendation.get("reason") if verdict != "ready" else "",
-               "command": command, "plots": plots, "version": __version__, "limit_text": limit_text}
-        import jinja2
-
-        section = jinja2.Template(template_text("readiness_section.md.j2"), keep_trailing_newline=True).render(**ctx)
+        section = render_section(m, base=base, base_revision=diagnosis.base_revision, n_references=len(refs),
+                                 norm_threshold=config.norm_threshold, entropy_threshold=config.entropy_threshold,
+                                 command=command, plots=plots, limit_text=limit_text)
         additions = {"tags": ["hfdistac", "merge-readiness"], "library_name": "transformers",
                      "base_model": base if not is_local_reference(base) else None}
         if existing_text is not None:
@@ -193,6 +202,8 @@ def run_card(config: CardConfig) -> dict:
                                                     + "{{ body }}", body=body.lstrip("\n")))
         else:
             title = resolved.repo_id or Path(resolved.local_dir).name
+            from .cards import render_card
+
             card_text = render_card("readiness_card.md.j2", {
                 "card_data": add_metadata({}, additions), "title": title, "base": base, "section": section})
         (work / "README.md").write_text(card_text, encoding="utf-8")

@@ -1,0 +1,69 @@
+"""Golden-file tests of the model cards: rendering a fixed input must give exactly the stored text.
+
+Regenerate after an intended template change with ``HFDISTAC_UPDATE_GOLDEN=1 python -m pytest tests/test_cards_golden.py``
+and review the diff.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+GOLDEN = Path(__file__).parent / "golden"
+
+
+def check_golden(name: str, text: str) -> None:
+    path = GOLDEN / name
+    if os.environ.get("HFDISTAC_UPDATE_GOLDEN"):
+        path.write_text(text, encoding="utf-8")
+    assert path.is_file(), f"missing golden file {path}; run with HFDISTAC_UPDATE_GOLDEN=1 once"
+    assert text == path.read_text(encoding="utf-8")
+
+
+def fixed_diagnosis():
+    from hfdistac.diagnosis import ModelDiagnosis, classify
+
+    flags, rec = classify(12.0, 6.0, 2.0, 0.01)
+    rec["command"] = "hfdistac condition org/svhn-highlr --base openai/clip-vit-base-patch32 --preset norm"
+    return ModelDiagnosis(name="svhn-highlr", reference="org/svhn-highlr", revision="a" * 40, norm=12.0,
+                          norm_ratio=6.0, target_norm=2.0, dataset="ufldl-stanford/svhn", split="test",
+                          num_classes=10, entropy=0.0230, normalized_entropy=0.01, max_prob=0.995, accuracy=96.5,
+                          ece=0.012, flags=flags, recommendation=rec)
+
+
+def test_readiness_section_golden():
+    from hfdistac import __version__
+    from hfdistac.readiness import render_section
+
+    m = fixed_diagnosis()
+    text = render_section(m, base="openai/clip-vit-base-patch32", base_revision="b" * 40, n_references=3,
+                          norm_threshold=2.0, entropy_threshold=0.1, command=m.recommendation["command"],
+                          plots=[{"title": "Task-vector norm per layer", "path": "hfdistac/per_layer_norms.png"}],
+                          limit_text="test split of `ufldl-stanford/svhn` (first 512 images)")
+    check_golden("readiness_section.md", text.replace(__version__, "VERSION"))
+
+
+def test_readiness_card_metadata_loads_back():
+    from huggingface_hub import ModelCard
+
+    from hfdistac.cards import render_card
+    from hfdistac.readiness import add_metadata
+
+    text = render_card("readiness_card.md.j2", {
+        "card_data": add_metadata({}, {"tags": ["hfdistac", "merge-readiness"], "library_name": "transformers",
+                                       "base_model": "openai/clip-vit-base-patch32"}),
+        "title": "org/model", "base": "openai/clip-vit-base-patch32", "section": "SECTION"})
+    card = ModelCard(text)
+    assert card.data.base_model == "openai/clip-vit-base-patch32" and "SECTION" in card.text
+    check_golden("readiness_card.md", text)
+
+
+@pytest.mark.parametrize("flags,verdict", [([], "ready"), (["norm_mismatch"], "norm_mismatch"),
+                                           (["low_confidence"], "low_confidence"),
+                                           (["norm_mismatch", "low_confidence"], "both")])
+def test_verdicts(flags, verdict):
+    from hfdistac.readiness import verdict_of
+
+    assert verdict_of(flags) == verdict
