@@ -10,7 +10,10 @@ Pipeline (METHOD.md §2):
    preprocessed images are kept in memory (up to a budget) because every α is evaluated on them.
 3. Rows: zero-shot θ₀, individual (normaliser) models — computed once and cached on disk — and for each
    method τ_merged (Consensus TA first selects λ_t per task on validation), α from a grid on validation
-   maximising mean normalised accuracy (ties → smaller α), then one evaluation on test.
+   maximising mean normalised accuracy (ties → smaller α), then one evaluation on test. Methods that need
+   data (SAMerging, METHOD.md §3) get a :class:`~hfdistac.merging.samerging.SAMergingData` built from
+   unlabeled batches of each task's ``train_split`` and return θ₀ + 1·τ_merged (no α); their learned
+   coefficients are written as ``coefficients.safetensors`` plus a heat-map ``coefficients.png``.
 4. ``calibrate``: one temperature per task fitted on validation NLL of the merged model; ECE before/after.
 
 Normalised accuracy(t) = accuracy(merged, t) / accuracy(normaliser t, t) on the same split.
@@ -37,6 +40,11 @@ logger = logging.getLogger(__name__)
 DEFAULT_ALPHA_GRID = tuple(round(0.05 * i, 2) for i in range(21))
 NO_DATA_ALPHA = 0.3
 PIXEL_CACHE_BYTES = 2 * 1024**3
+# Methods that train (SAMerging: 1,000 optimiser steps of two forward/backward passes over every task) run only
+# when named: even on the tiny test fixtures one SAMerging run takes ~4x a task-arithmetic run with its
+# alpha search, and `--method all` is the quick comparison table (benchmarks/bench_samerging.py).
+NOT_IN_ALL = ("samerging",)
+SAMERGING_OBJECTIVES = ("kd", "entropy")
 
 
 def _h(text: str, **extra) -> dict:
@@ -50,7 +58,9 @@ class MergeConfig:
     recipe: str = field(default="", metadata=_h("recipe YAML (base + tasks), e.g. example-suite/recipes/original.yaml",
                                                 positional=True, metavar="RECIPE"))
     method: str = field(default="all", metadata=_h(
-        "merge method: task_arithmetic, ties, consensus, tsvm, average, or all (one comparison table)"))
+        "merge method: task_arithmetic, ties, consensus, tsvm, average, samerging, or all (one comparison "
+        "table of every method except samerging, which learns coefficients for 1,000 steps and is therefore "
+        "only run when named)"))
     alpha: float | None = field(default=None, metadata=_h(
         "fix the scaling coefficient alpha (0..10) instead of searching it on validation data"))
     alpha_grid: list[float] | None = field(default=None, metadata=_h(
@@ -60,6 +70,24 @@ class MergeConfig:
         "Consensus: candidate lambdas for each task's TALL mask, chosen per task on validation "
         "(default 0.2 0.3 0.4 0.5 0.6)", nargs="+"))
     consensus_k: int = field(default=2, metadata=_h("Consensus: keep entries selected by at least k task masks"))
+    objective: str = field(default="kd", metadata=_h(
+        "SAMerging: kd = multi-teacher distillation (the paper); entropy = layer-wise AdaMerging (entropy "
+        "minimisation, coefficients clamped to [0, 1])", choices=list(SAMERGING_OBJECTIVES)))
+    steps: int | None = field(default=None, metadata=_h(
+        "SAMerging: optimiser steps (default: 1000 = 10 epochs of the cached batches for kd, 500 for entropy)"))
+    sam_rho: float | None = field(default=None, metadata=_h(
+        "SAMerging: ASAM radius rho, 0 = plain Adam (default: 0.07 for kd, 0 for entropy)"))
+    temperature: float = field(default=2.0, metadata=_h("SAMerging: distillation temperature (kd)"))
+    init: float | None = field(default=None, metadata=_h(
+        "SAMerging: initial value of every coefficient (default: 0.0 for kd as in the released code, 0.3 for "
+        "entropy)"))
+    lr: float = field(default=1e-3, metadata=_h("SAMerging: Adam learning rate of the coefficients"))
+    batches_per_task: int = field(default=100, metadata=_h(
+        "SAMerging: unlabeled batches cached per task from its train split"))
+    sam_batch_size: int = field(default=16, metadata=_h("SAMerging: images per task and step"))
+    released_sam: bool = field(default=False, metadata=_h(
+        "SAMerging: reproduce the released code, whose SAM second pass reuses the unperturbed merged weights "
+        "(so it is plain Adam); default: re-merge at Lambda + epsilon"))
     calibrate: bool = field(default=False, metadata=_h(
         "fit one temperature per task on validation NLL of the merged model; report ECE before/after"))
     weights_only: bool = field(default=False, metadata=_h(
@@ -99,6 +127,20 @@ class MergeConfig:
             raise InputError(f"--density must be in (0, 1], got {self.density}")
         if self.consensus_k < 1:
             raise InputError(f"--consensus-k must be >= 1, got {self.consensus_k}")
+        if self.objective not in SAMERGING_OBJECTIVES:
+            raise InputError(f"--objective must be one of {', '.join(SAMERGING_OBJECTIVES)}, got {self.objective!r}")
+        for name in ("steps", "batches_per_task", "sam_batch_size"):
+            v = getattr(self, name)
+            if v is not None and v < 1:
+                raise InputError(f"--{name.replace('_', '-')} must be >= 1, got {v}")
+        if self.sam_rho is not None and not self.sam_rho >= 0:
+            raise InputError(f"--sam-rho must be >= 0, got {self.sam_rho}")
+        for name in ("temperature", "lr"):
+            v = getattr(self, name)
+            if not (v > 0 and math.isfinite(v)):
+                raise InputError(f"--{name} must be a finite number > 0, got {v}")
+        if self.init is not None and not math.isfinite(self.init):
+            raise InputError(f"--init must be a finite number, got {self.init}")
         for name in ("val_limit", "test_limit"):
             v = getattr(self, name)
             if v is not None and v < 0:
@@ -107,6 +149,9 @@ class MergeConfig:
                 setattr(self, name, None)
         if self.batch_size < 1:
             raise InputError(f"--batch-size must be >= 1, got {self.batch_size}")
+        if self.weights_only and self.method != "all" and MERGE_METHODS[self.method].needs_data:
+            raise InputError(f"--method {self.method} needs data (it learns from unlabeled images), so it cannot "
+                             "be used with --weights-only", "drop --weights-only and give the recipe's datasets")
         if self.weights_only and self.alpha is None:
             raise InputError("--weights-only needs --alpha", "without validation data alpha cannot be searched; "
                                                         "e.g. --alpha 0.3")
@@ -238,6 +283,93 @@ def fit_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:
     return min(max(t, 0.01), 100.0) if math.isfinite(t) else 1.0
 
 
+# ------------------------------------------------------------------------------------------ SAMerging
+def samerging_params(config: MergeConfig) -> dict[str, Any]:
+    """The SAMerging hyper-parameters given by a :class:`MergeConfig` (unset ones keep the method's defaults)."""
+    params: dict[str, Any] = {"objective": config.objective, "remerge_sam": not config.released_sam,
+                              "temperature": config.temperature, "lr": config.lr,
+                              "batches_per_task": config.batches_per_task, "batch_size": config.sam_batch_size}
+    for name in ("steps", "sam_rho", "init"):
+        if getattr(config, name) is not None:
+            params[name] = getattr(config, name)
+    return params
+
+
+def samerging_data(config: MergeConfig, base, theta0: Mapping[str, torch.Tensor], tasks, train_data: Mapping[str, Any],
+                   device: torch.device):
+    """Build the :class:`~hfdistac.merging.samerging.SAMergingData` of a recipe.
+
+    Per task: ``batches_per_task`` batches of ``sam_batch_size`` *unlabeled* images (labels are not even
+    read) from a seeded shuffle of the task's ``train_split``, preprocessed once and kept in memory. In
+    several processes (a ``torch.distributed`` group), every process caches its own shard.
+    """
+    import dataclasses as dc
+
+    from .merging.samerging import SAMergingData, SAMergingTask
+
+    rank, world = 0, 1
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
+    sam_tasks, size = [], 0
+    for task in tasks:
+        data = train_data[task.name]
+        shuffled = dc.replace(data, dataset=data.dataset.shuffle(seed=0)).shard(rank, world)
+        loader = shuffled.loader(base.image_processor, config.sam_batch_size,
+                                 limit=config.batches_per_task * config.sam_batch_size,
+                                 num_workers=config.num_workers, with_labels=False)
+        batches = [b["pixel_values"] for b in loader]
+        if not batches:
+            raise InputError(f"task {task.name!r}: the split {data.split!r} of {data.spec.reference!r} has no images "
+                             "for SAMerging", "set the task's train_split to a split with unlabeled images")
+        size += sum(b.numel() * b.element_size() for b in batches)
+        sam_tasks.append(SAMergingTask(task.name, task.head, batches))
+    logger.info("SAMerging: cached %d tasks x <= %d batches of %d images (%.1f MB)", len(sam_tasks),
+                config.batches_per_task, config.sam_batch_size, size / 2**20)
+    return SAMergingData(base=theta0, vision_config=base.vision_config, tasks=sam_tasks, device=device,
+                         mixed_precision=config.mixed_precision, progress=config.progress)
+
+
+def _learned_summary(result: Mapping[str, Any]) -> dict[str, Any]:
+    """Report fields of a method that learned coefficients (resolved params, loss history, timing, stats)."""
+    coef = result["coefficients"]
+    out = {"params": dict(result["params"]), "loss_history": list(result["loss_history"]),
+           "time_s": result["time_s"], "teacher_time_s": result["teacher_time_s"],
+           "optimize_time_s": result["optimize_time_s"],
+           "coefficient_stats": {name: {"mean": float(coef[t].mean()), "min": float(coef[t].min()),
+                                        "max": float(coef[t].max())}
+                                 for t, name in enumerate(result["task_names"])}}
+    if "peak_memory_bytes" in result:
+        out["peak_memory_bytes"] = result["peak_memory_bytes"]
+    return out
+
+
+def write_coefficients(directory: Path, result: Mapping[str, Any], title: str = "Learned coefficients") -> None:
+    """Write ``coefficients.safetensors`` (``[T, L]``; metadata: task and parameter names in order, params)
+    and the heat-map ``coefficients.png`` into ``directory``."""
+    from safetensors.torch import save_file
+
+    from .plots import coefficients_heatmap
+
+    coef = result["coefficients"].float().contiguous()
+    save_file({"coefficients": coef}, str(Path(directory) / "coefficients.safetensors"), metadata={
+        "format": "pt", "task_names": json.dumps(list(result["task_names"])),
+        "parameter_names": json.dumps(list(result["parameter_names"])),
+        "params": json.dumps(result.get("params", {}), default=str)})
+    coefficients_heatmap(coef, result["task_names"], result["parameter_names"],
+                         Path(directory) / "coefficients.png", title=title)
+
+
+def _coefficient_rows(res: Mapping[str, Any]) -> dict[str, Any] | None:
+    """Card context of the learned coefficients (``None`` for methods that learn none)."""
+    stats = res.get("coefficient_stats")
+    if not stats:
+        return None
+    hist = res.get("loss_history") or [float("nan")]
+    return {"rows": [{"name": n, **v} for n, v in stats.items()], "loss_first": hist[0], "loss_last": hist[-1],
+            "steps": res["params"].get("steps"), "objective": res["params"].get("objective"),
+            "time_s": res.get("time_s")}
+
+
 def _eval_cache_key(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:24]
 
@@ -265,7 +397,7 @@ def run_merge(config: MergeConfig) -> dict:
     from .recipe import load_recipe
 
     recipe = load_recipe(config.recipe)
-    methods = list(MERGE_METHODS) if config.method == "all" else [config.method]
+    methods = [m for m in MERGE_METHODS if m not in NOT_IN_ALL] if config.method == "all" else [config.method]
     methods = [m for m in methods if not MERGE_METHODS[m].needs_data or not config.weights_only]
     if config.output:
         check_destination(config.output, config.overwrite)
@@ -280,6 +412,7 @@ def run_merge(config: MergeConfig) -> dict:
         scratch = Path(scratch_dir)
         # --- data first: fail fast on missing splits before any heavy work --------------------------
         tasks: list[_Task] = []
+        train_data: dict[str, Any] = {}
         budget = [PIXEL_CACHE_BYTES]
         if not config.weights_only:
             for t in recipe.tasks:
@@ -290,6 +423,8 @@ def run_merge(config: MergeConfig) -> dict:
                 test = load_image_data(spec, t.test_split)
                 val = load_image_data(spec, "validation") if config.alpha is None else None
                 head = head_for_task(base, test, templates=t.templates)
+                if "samerging" in methods:
+                    train_data[t.name] = load_image_data(spec, t.train_split)
                 tasks.append(_Task(t.name, head,
                                    _Split(val, base.image_processor, config.batch_size, config.val_limit,
                                           config.num_workers, budget) if val else None,
@@ -354,9 +489,11 @@ def run_merge(config: MergeConfig) -> dict:
             report["zero_shot"]["mean_normalized_accuracy"] = _mean(report["zero_shot"]["normalized_accuracy"].values())
 
         merged_by_method: dict[str, dict[str, torch.Tensor]] = {}
+        learned: dict[str, dict] = {}
         for method_name in methods:
             method = MERGE_METHODS[method_name]
             params: dict[str, Any] = {}
+            extra: dict[str, Any] = {}
             chosen_lambdas = None
             if method_name == "ties":
                 params["density"] = config.density
@@ -374,11 +511,19 @@ def run_merge(config: MergeConfig) -> dict:
                     params["tall_lambdas"] = tuple(chosen_lambdas)
                 elif config.tall_lambdas:
                     params["tall_lambdas"] = tuple(config.tall_lambdas[:1]) * len(tvs)
-            tau = method(tvs, **params)
+            if method_name == "samerging":
+                params.update(samerging_params(config))
+                extra = {"data": samerging_data(config, base, theta0, tasks, train_data, device),
+                         "result": {}}
+            tau = method(tvs, **params, **extra)
             merged_by_method[method_name] = tau
             res: dict[str, Any] = {"method": method_name, "pretty_name": method.pretty_name,
                                    "paper_url": method.paper_url, "params": {k: v for k, v in params.items()
                                                                             if not callable(v)}}
+            if "result" in extra:
+                learned[method_name] = extra["result"]
+                res.update(_learned_summary(extra["result"]))
+                del extra
             if chosen_lambdas is not None:
                 res["tall_lambdas"] = chosen_lambdas
             grid = list(config.alpha_grid or DEFAULT_ALPHA_GRID)
@@ -430,7 +575,7 @@ def run_merge(config: MergeConfig) -> dict:
 
         report["table_markdown"] = results_table(report) if not config.weights_only else ""
         if config.output:
-            _write_outputs(config, report, recipe, base, merged_by_method, tasks, sources)
+            _write_outputs(config, report, recipe, base, merged_by_method, tasks, sources, learned)
     return report
 
 
@@ -480,7 +625,8 @@ def results_table(report: dict) -> str:
     return text
 
 
-def _write_outputs(config: MergeConfig, report: dict, recipe, base, merged: dict, tasks, sources) -> None:
+def _write_outputs(config: MergeConfig, report: dict, recipe, base, merged: dict, tasks, sources,
+                   learned: Mapping[str, dict] | None = None) -> None:
     import yaml
 
     from .checkpoints import save_vision_checkpoint
@@ -499,6 +645,8 @@ def _write_outputs(config: MergeConfig, report: dict, recipe, base, merged: dict
                     "sources": json.dumps([{"name": s.name, "reference": s.reference, "revision": s.revision}
                                            for s in sources])}
             save_vision_checkpoint(d, base.vision_config, weights, meta)
+            if learned and res["method"] in learned:
+                write_coefficients(d, learned[res["method"]], title=f"{res['pretty_name']} coefficients")
             single = {k: v for k, v in report.items() if k not in ("results", "table_markdown")}
             single.update(res)
             single["results"] = [res]
@@ -529,8 +677,9 @@ def merge_card(report: dict) -> str:
     ``model-index`` with each task's test accuracy.
     """
     import yaml
-    from huggingface_hub import EvalResult, ModelCardData
+    from huggingface_hub import EvalResult
 
+    from .cards import render_card
     from .merging import MERGE_METHODS
 
     res = report["results"][0]
@@ -548,7 +697,7 @@ def merge_card(report: dict) -> str:
                                 metric_value=round(task_rows[t["name"]]["accuracy"], 4)))
     sources = [s["reference"] for s in report["sources"]]
     hub_sources = [s.split("@")[0] for s in sources if _is_hub_id(s)]
-    data = ModelCardData(
+    card_data = dict(
         base_model=hub_sources or None, base_model_relation="merge" if hub_sources else None,
         datasets=[d.split("@")[0] for d in datasets if _is_hub_id(d)] or None, library_name="transformers",
         pipeline_tag="image-feature-extraction",
@@ -556,13 +705,14 @@ def merge_card(report: dict) -> str:
         model_name=f"{report['recipe'].get('name', 'merge')}-{res['method']}",
         eval_results=evals or None)
     calibration = [t for t in res.get("tasks", []) if "temperature" in t]
-    return _render("merge_card.md.j2", {
-        "card_data": data.to_yaml(), "title": f"{method.pretty_name} merge of {len(sources)} CLIP task vectors",
+    return render_card("merge_card.md.j2", {
+        "card_data": card_data, "title": f"{method.pretty_name} merge of {len(sources)} CLIP task vectors",
         "sources": report["sources"], "method": method, "base": report["base"],
         "base_revision": report["base_revision"], "alpha": res["alpha"], "alpha_selection": res["alpha_selection"],
         "fixed_alpha": res["alpha_selection"].startswith("given"),
         "table": report.get("table_markdown") or "_not evaluated (merged without data)_",
         "calibration": calibration, "params": json.dumps(res["params"], default=str),
+        "coefficients": _coefficient_rows(res),
         "recipe_yaml": yaml.safe_dump(report["recipe"], sort_keys=False).strip()})
 
 
@@ -572,10 +722,3 @@ def _is_hub_id(ref: str) -> bool:
 
     return not is_local_reference(ref) and ref.split("@")[0].count("/") == 1
 
-
-def _render(template: str, context: dict) -> str:
-    import jinja2
-
-    env = jinja2.Environment(loader=jinja2.PackageLoader("hfdistac", "templates"), keep_trailing_newline=True,
-                             trim_blocks=False, autoescape=False)
-    return env.get_template(template).render(**context)

@@ -107,3 +107,80 @@ def curves_plot(history: Sequence[Mapping[str, float]], keys: Sequence[str], pat
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def coefficients_heatmap(coefficients, task_names: Sequence[str], parameter_names: Sequence[str], path: str | Path,
+                         title: str = "Learned merging coefficients") -> Path:
+    """Heat-map of layer-wise merging coefficients: one row per task, one column per parameter tensor.
+
+    Columns are put in model order (embeddings, block.0, block.1, …, final; stable within a group, whatever
+    the order of ``parameter_names``); x ticks mark the first tensor of each layer group (embeddings, block.i,
+    final). The colour scale is centred on 0 when coefficients of both signs occur.
+
+    Args:
+        coefficients: ``[T, L]`` tensor or array (e.g. SAMerging's Λ).
+        task_names: The T row labels.
+        parameter_names: The L parameter names (canonical keys), in column order.
+        path: Where to write the PNG.
+        title: Figure title.
+    """
+    import numpy as np
+
+    from .task_vectors import parameter_group
+
+    plt = _plt()
+    values = np.asarray(coefficients.detach().cpu() if hasattr(coefficients, "detach") else coefficients,
+                        dtype=float)
+    n_tasks, n_params = values.shape
+    groups = [parameter_group(n) for n in parameter_names]
+
+    def model_order(i: int) -> tuple[int, int]:  # safetensors files sort keys (layers.10 < layers.2): undo that
+        g = groups[i]
+        return (0, 0) if g == "embeddings" else (2, 0) if g == "final" else (1, int(g.split(".")[1]))
+
+    order = sorted(range(n_params), key=model_order)
+    values, groups = values[:, order], [groups[i] for i in order]
+    fig, ax = plt.subplots(figsize=(min(18.0, max(6.0, 0.06 * n_params + 3)), max(2.4, 0.4 * n_tasks + 1.4)))
+    lo, hi = float(np.nanmin(values)), float(np.nanmax(values))
+    if lo < 0 < hi:
+        bound = max(-lo, hi)
+        image = ax.imshow(values, aspect="auto", cmap="RdBu_r", vmin=-bound, vmax=bound, interpolation="nearest")
+    else:
+        image = ax.imshow(values, aspect="auto", cmap="viridis", interpolation="nearest")
+    starts = [i for i, g in enumerate(groups) if i == 0 or g != groups[i - 1]]
+    ax.set_xticks(starts)
+    ax.set_xticklabels([groups[i] for i in starts], rotation=45, ha="right", fontsize=7)
+    for i in starts[1:]:
+        ax.axvline(i - 0.5, color="white", linewidth=0.5)
+    ax.set_yticks(range(n_tasks))
+    ax.set_yticklabels(list(task_names), fontsize=8)
+    ax.set_xlabel(f"parameter tensor ({n_params}, model order)")
+    ax.set_title(title, fontsize=10)
+    fig.colorbar(image, ax=ax, fraction=0.03, pad=0.01)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def sweep_plot(rows: Sequence[Mapping[str, float | str]], path: str | Path, *, x: str = "multiple",
+               y: str = "mean_normalized_accuracy", group: str = "mode",
+               title: str = "Norm matching: shrink the long vector or stretch the others") -> Path:
+    """One line per group (e.g. shrink / stretch) of ``y`` against ``x`` (log-scaled), for the κ sweep."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5.2, 3.6))
+    for g in dict.fromkeys(r[group] for r in rows):
+        pts = sorted((float(r[x]), float(r[y])) for r in rows if r[group] == g and r[y] is not None)
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=str(g))
+    ax.set_xscale("log", base=2)
+    ax.axvline(1.0, color="gray", linestyle="--", linewidth=1)
+    ax.set_xlabel("multiple of the norm-matching rescaling")
+    ax.set_ylabel("merged mean normalised accuracy (%)")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -67,3 +67,42 @@ def test_verdicts(flags, verdict):
     from hfdistac.readiness import verdict_of
 
     assert verdict_of(flags) == verdict
+
+
+def fixed_merge_report() -> dict:
+    tasks = [{"name": "svhn", "model": "org/svhn", "dataset": "ufldl-stanford/svhn", "dataset_config": "cropped_digits",
+              "test_split": "test"},
+             {"name": "shape", "model": "/local/models/shape", "dataset": "/local/data/shape", "test_split": "test"}]
+    return {
+        "recipe": {"format": "hfdistac.recipe.v1", "name": "demo", "base": "openai/clip-vit-base-patch32",
+                   "tasks": tasks},
+        "base": "openai/clip-vit-base-patch32", "base_revision": "c" * 40,
+        "sources": [{"name": "svhn", "reference": "org/svhn", "revision": "d" * 40, "conditioned": True,
+                     "normalizer": "org/svhn", "norm": 2.5},
+                    {"name": "shape", "reference": "/local/models/shape", "revision": "sha256:0123456789abcdef",
+                     "conditioned": False, "normalizer": "/local/models/shape", "norm": 2.25}],
+        "table_markdown": "| method | alpha |\n|:--|--:|\n| TSV-M | 0.6 |",
+        "results": [{"method": "tsvm", "pretty_name": "TSV-M", "alpha": 0.6,
+                     "alpha_selection": "grid search on the validation split (mean normalised accuracy)",
+                     "params": {}, "tasks": [
+                         {"name": "svhn", "accuracy": 91.25, "normalized_accuracy": 95.0, "ece": 0.05,
+                          "temperature": 1.5, "ece_before": 0.05, "ece_after": 0.02},
+                         {"name": "shape", "accuracy": 80.0, "normalized_accuracy": 88.0, "ece": 0.1,
+                          "temperature": 0.8, "ece_before": 0.1, "ece_after": 0.03}]}],
+    }
+
+
+def test_merge_card_golden_and_metadata_loads_back():
+    from huggingface_hub import ModelCard
+    from huggingface_hub.repocard_data import model_index_to_eval_results
+
+    from hfdistac.merge_eval import merge_card
+
+    text = merge_card(fixed_merge_report())
+    card = ModelCard(text)
+    assert card.data.base_model == ["org/svhn"]  # local paths never go into metadata
+    assert card.data.base_model_relation == "merge" and "tsvm" in card.data.tags
+    _, results = model_index_to_eval_results(card.data.to_dict()["model-index"])
+    assert [(r.dataset_name, r.metric_value) for r in results] == [("svhn", 91.25), ("shape", 80.0)]
+    assert "arxiv.org/abs/2412.00081" in text and "@" in text  # paper link and BibTeX from the registry
+    check_golden("merge_card.md", text)
