@@ -1,7 +1,7 @@
 """Generate argparse options from config dataclasses (one field, one flag, one help text).
 
 Field metadata keys: ``help`` (required), ``positional`` (bool), ``nargs``, ``choices``, ``metavar``,
-``aliases`` (extra flag names), ``cli`` (False to hide a field from the CLI). Underscores become dashes.
+``flag`` (the option's name when it is not ``--field-name``), ``aliases`` (extra flag names), ``cli`` (False to hide a field from the CLI). Underscores become dashes.
 ``bool`` fields become ``--flag/--no-flag``. A ``--config FILE`` YAML supplies values that flags override.
 """
 
@@ -61,7 +61,7 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
             parser.add_argument(f.name, metavar=meta.get("metavar", f.name.upper()), **kwargs,
                                 default=argparse.SUPPRESS if is_list or meta.get("nargs") else None)
         else:
-            flags = [f"--{f.name.replace('_', '-')}", *meta.get("aliases", ())]
+            flags = [meta.get("flag", f"--{f.name.replace('_', '-')}"), *meta.get("aliases", ())]
             parser.add_argument(*flags, dest=f.name, default=argparse.SUPPRESS, **kwargs)
 
 
