@@ -187,7 +187,7 @@ def inspect_models(
     from .checkpoints import build_vision_model, check_against_base, load_base, load_finetuned
     from .data import DatasetSpec, load_image_data
     from .evaluation import evaluate_model, head_for_task
-    from .hub import card_base_model, card_datasets
+    from .hub import card_datasets, infer_base
     from .metrics import reliability_bins
     from .task_vectors import compute_task_vector, per_layer_norms
 
@@ -201,11 +201,7 @@ def inspect_models(
     classify(1.0, None, None, None, norm_threshold=norm_threshold, entropy_threshold=entropy_threshold)
 
     first = load_finetuned(models[0])
-    if base is None:
-        base = card_base_model(first.card)
-        if base is None:
-            raise InputError(f"no --base given and the card of {models[0]!r} names no base_model",
-                             "pass --base, e.g. --base openai/clip-vit-base-patch32")
+    base = infer_base(first.card, models[0], base)
     base_model = load_base(base)
     theta0 = base_model.weights
     results: list[ModelDiagnosis] = []

@@ -632,7 +632,7 @@ def _resolve_inputs(config: ConditionConfig) -> _Inputs:
     from .checkpoints import check_against_base, load_base, load_finetuned
     from .data import DatasetSpec, load_image_data
     from .heads import load_templates_file
-    from .hub import card_base_model, card_datasets
+    from .hub import card_datasets, infer_base
     from .outputs import check_destination
     from .task_vectors import compute_task_vector
 
@@ -650,10 +650,7 @@ def _resolve_inputs(config: ConditionConfig) -> _Inputs:
     if not config.resume and latest_checkpoint(checkpoint_dir) is not None and not config.overwrite:
         raise InputError(f"checkpoints of an earlier run are in {str(checkpoint_dir)!r}",
                          "pass --resume to continue that run, or --overwrite to start afresh")
-    base_ref = config.base or card_base_model(source.card)
-    if base_ref is None:
-        raise InputError(f"no --base given and the card of {config.model!r} names no base_model",
-                         "pass --base, e.g. --base openai/clip-vit-base-patch32")
+    base_ref = infer_base(source.card, config.model, config.base)
     data_ref = config.data or next(iter(card_datasets(source.card)), None)
     if data_ref is None:
         raise InputError(f"no --data given and the card of {config.model!r} names no dataset",

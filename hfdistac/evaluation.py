@@ -165,13 +165,10 @@ def run_evaluate(config) -> dict:
     from .data import DatasetSpec, load_image_data
     from .errors import InputError
     from .heads import load_templates_file
-    from .hub import card_base_model, card_datasets
+    from .hub import card_datasets, infer_base
 
     ft = load_finetuned(config.model)
-    base_ref = config.base or card_base_model(ft.card)
-    if base_ref is None:
-        raise InputError(f"no --base given and the card of {config.model!r} names no base_model",
-                         "pass --base, e.g. --base openai/clip-vit-base-patch32")
+    base_ref = infer_base(ft.card, config.model, config.base)
     data_ref = config.data or next(iter(card_datasets(ft.card)), None)
     if data_ref is None:
         raise InputError(f"no --data given and the card of {config.model!r} names no dataset",

@@ -326,6 +326,30 @@ def card_base_model(meta: dict) -> str | None:
     return value.strip() if isinstance(value, str) and value.strip() else None
 
 
+def infer_base(meta: dict, reference: str, given: str | None = None) -> str:
+    """The pretrained base of a model: ``given`` (``--base``), else the card's ``hfdistac.base`` (written by
+    hfdistac outputs, whose ``base_model`` names the *source* models), else the card's ``base_model``.
+
+    Args:
+        meta: Card metadata of the model (:func:`read_card_metadata`).
+        reference: The model reference (for the error message).
+        given: An explicit base, which always wins.
+
+    Raises:
+        InputError: when none of them names a base.
+    """
+    if given:
+        return given
+    recorded = meta.get("hfdistac") if isinstance(meta, dict) else None
+    if isinstance(recorded, dict) and isinstance(recorded.get("base"), str) and recorded["base"].strip():
+        return recorded["base"].strip()
+    base = card_base_model(meta)
+    if base is None:
+        raise InputError(f"no --base given and the card of {reference!r} names no base_model",
+                         hint="pass --base, e.g. --base openai/clip-vit-base-patch32")
+    return base
+
+
 def card_datasets(meta: dict) -> list[str]:
     """The ``datasets`` of card metadata as a list (empty when absent).
 

@@ -703,7 +703,9 @@ def merge_card(report: dict) -> str:
         pipeline_tag="image-feature-extraction",
         tags=["hfdistac", res["method"], "task-vector", "model-merging", "clip"],
         model_name=f"{report['recipe'].get('name', 'merge')}-{res['method']}",
-        eval_results=evals or None)
+        eval_results=evals or None,
+        hfdistac={"method": res["method"], "base": report["base"], "base_revision": report["base_revision"],
+                  "alpha": res["alpha"]})
     calibration = [t for t in res.get("tasks", []) if "temperature" in t]
     return render_card("merge_card.md.j2", {
         "card_data": card_data, "title": f"{method.pretty_name} merge of {len(sources)} CLIP task vectors",

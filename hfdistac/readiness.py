@@ -139,7 +139,7 @@ def run_card(config: CardConfig) -> dict:
     from .diagnosis import condition_command, inspect_models
     from .evaluation import resolve_device
     from .heads import load_templates_file
-    from .hub import card_base_model, card_datasets, is_local_reference, read_card_metadata, resolve_model
+    from .hub import card_datasets, infer_base, is_local_reference, read_card_metadata, resolve_model
     from .outputs import atomic_output_dir, check_destination, write_json
     from .plots import per_layer_norms_plot, reliability_plot
 
@@ -150,10 +150,7 @@ def run_card(config: CardConfig) -> dict:
         check_destination(config.output, config.overwrite)
     resolved = resolve_model(config.model)
     meta = read_card_metadata(resolved)
-    base = config.base or card_base_model(meta)
-    if base is None:
-        raise InputError(f"no --base given and the card of {config.model!r} names no base_model",
-                         "pass --base, e.g. --base openai/clip-vit-base-patch32")
+    base = infer_base(meta, config.model, config.base)
     data = config.data if config.data is not None else next(iter(card_datasets(meta)), None)
     if data is not None and data.lower() == "none":
         data = None

@@ -145,3 +145,18 @@ def test_merge_bad_input(tiny, tmp_path, capsys, case):
     if case == "unknown_method":
         assert "task_arithmetic" in err and "tsvm" in err
     assert not out_dir.exists()
+
+
+def test_merged_output_evaluates_without_base(tiny, tmp_path, capsys):
+    """The merged card records hfdistac.base, so `evaluate` finds θ₀ without --base."""
+    recipe = write_recipe(tmp_path / "r.yaml", tiny)
+    code, _, err = run_cli(capsys, "merge", recipe, "--method", "average", "--output", tmp_path / "out",
+                           "--no-progress")
+    assert code == 0, err
+    code, out, err = run_cli(capsys, "evaluate", tmp_path / "out", "--data", tiny.data, "--json",
+                             tmp_path / "m.json", "--no-progress")
+    assert code == 0, err
+    import json as _json
+
+    m = _json.loads((tmp_path / "m.json").read_text())
+    assert m["base"] == str(tiny.base) and 0 <= m["accuracy"] <= 100
