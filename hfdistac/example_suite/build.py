@@ -1,0 +1,543 @@
+"""Build the example suite: data → contrastive pretraining → fine-tuning (3 variants per task) → checks.
+
+See the package docstring (:mod:`hfdistac.example_suite`) for the layout and the conditions checked.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import dataclasses
+import json
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..errors import InputError
+from . import files
+from .synthetic import ATTRIBUTES, TASK_NAMES, caption, render_scenes, sample_attributes, vocabulary
+
+logger = logging.getLogger(__name__)
+
+SUITE_FORMAT = "hfdistac.example_suite.v1"
+MARKER = ".hfdistac-example-suite"
+MIN_TASKS = 2
+
+
+@dataclass
+class SuiteConfig:
+    """What ``hfdistac example-suite`` builds (the CLI flags are generated from these fields)."""
+
+    num_tasks: int = field(default=8, metadata={
+        "help": f"number of synthetic tasks ({MIN_TASKS}-{len(TASK_NAMES)}), taken in order from: "
+                + ", ".join(TASK_NAMES), "flag": "--tasks"})
+    seed: int = field(default=0, metadata={"help": "seed of every random draw; same seed, same files"})
+    mismatch_task: str | None = field(default=None, metadata={
+        "help": "task whose model norm-mismatch.yaml replaces by its 10x-learning-rate variant "
+                "(default: the first task)"})
+
+    def validate(self) -> None:
+        """Raise :class:`InputError` on values out of range."""
+        if not isinstance(self.num_tasks, int) or not MIN_TASKS <= self.num_tasks <= len(TASK_NAMES):
+            raise InputError(f"--tasks must be between {MIN_TASKS} and {len(TASK_NAMES)}, got {self.num_tasks!r}",
+                             f"the suite has {len(TASK_NAMES)} tasks: {', '.join(TASK_NAMES)}")
+        if not isinstance(self.seed, int) or self.seed < 0:
+            raise InputError(f"--seed must be a non-negative integer, got {self.seed!r}")
+        names = TASK_NAMES[:self.num_tasks]
+        if self.mismatch_task is not None and self.mismatch_task not in names:
+            raise InputError(f"--mismatch-task {self.mismatch_task!r} is not one of the suite's tasks",
+                             f"choose one of: {', '.join(names)}")
+
+    @property
+    def task_names(self) -> list[str]:
+        return list(TASK_NAMES[:self.num_tasks])
+
+    @property
+    def resolved_mismatch_task(self) -> str:
+        return self.mismatch_task or self.task_names[0]
+
+
+@dataclass(frozen=True)
+class SuitePlan:
+    """Sizes and training hyper-parameters of the suite (fixed; recorded in ``suite.json``)."""
+
+    image_size: int = 32
+    hidden_size: int = 32
+    num_layers: int = 2
+    num_heads: int = 2
+    patch_size: int = 8
+    n_train: int = 480
+    n_test: int = 200
+    val_fraction: float = 0.1
+    pretrain_images: int = 4096
+    pretrain_steps: int = 2500
+    pretrain_batch: int = 128
+    pretrain_lr: float = 3e-3
+    logit_scale: float = 100.0
+    finetune_steps: int = 300
+    finetune_batch: int = 64
+    finetune_lr: float = 3e-4
+    highlr_factor: float = 10.0
+    label_smoothing: float = 0.1
+    alpha_grid: tuple[float, ...] = tuple(round(0.05 * i, 2) for i in range(21))
+    # thresholds of the four conditions
+    min_gain_points: float = 10.0
+    min_norm_ratio: float = 3.0
+    min_entropy_ratio: float = 10.0
+
+
+@dataclass
+class SuiteSummary:
+    """What a build produced (or found cached).
+
+    Attributes:
+        directory: The suite's root directory.
+        figures: The content of ``suite.json``.
+        cached: Whether an existing complete suite was reused.
+    """
+
+    directory: Path
+    figures: dict[str, Any]
+    cached: bool = False
+
+    @property
+    def conditions_hold(self) -> bool:
+        return bool(self.figures.get("conditions_hold"))
+
+    @property
+    def build_seconds(self) -> float:
+        return float(self.figures.get("build_seconds", 0.0))
+
+    def table(self) -> str:
+        """A short plain-text table of the per-task figures, the merges and the four conditions."""
+        return format_table(self.figures)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"directory": str(self.directory), "cached": self.cached, **self.figures}
+
+
+def format_table(fig: dict[str, Any]) -> str:
+    """Render the figures of ``suite.json`` as a short table."""
+    rows = [f"{'task':<11}{'chance':>7}{'zero-shot':>10}{'fine-tuned':>11}{'|τ|':>7}{'|τ| hi':>8}"
+            f"{'H std':>8}{'H ls':>7}"]
+    for name, t in fig["tasks"].items():
+        rows.append(f"{name:<11}{t['chance']:>7.1f}{t['zero_shot']['accuracy']:>10.1f}"
+                    f"{t['standard']['accuracy']:>11.1f}{t['standard']['norm']:>7.2f}{t['highlr']['norm']:>8.2f}"
+                    f"{t['standard']['entropy']:>8.3f}{t['ls']['entropy']:>7.3f}")
+    rows.append("")
+    rows.append(f"{'merge (task arithmetic)':<26}{'alpha':>6}{'mean acc':>10}{'mean norm. acc':>16}")
+    for name, m in fig["merges"].items():
+        rows.append(f"{name:<26}{m['alpha']:>6.2f}{m['mean_accuracy']:>10.1f}{m['mean_normalized_accuracy']:>16.1f}")
+    rows.append("")
+    for key, c in fig["checks"].items():
+        rows.append(f"({key}) {'ok  ' if c['holds'] else 'FAIL'} {c['text']}")
+    rows.append(f"built in {fig['build_seconds']:.0f} s (seed {fig['seed']}, {fig['num_tasks']} tasks)")
+    return "\n".join(rows)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# caching and atomic directories
+
+
+def _read_summary(directory: Path) -> dict[str, Any] | None:
+    try:
+        fig = json.loads((directory / "suite.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(fig, dict) or fig.get("format") != SUITE_FORMAT or fig.get("complete") is not True:
+        return None
+    return fig
+
+
+def suite_status(directory: str | Path) -> str:
+    """State of a directory: ``"missing"``, ``"complete"``, ``"partial"`` (a suite whose build did not finish)
+    or ``"foreign"`` (a non-empty directory that is not a suite)."""
+    d = Path(directory)
+    if not d.exists():
+        return "missing"
+    if _read_summary(d) is not None:
+        return "complete"
+    if (d / MARKER).exists() or (d / "suite.json").exists():
+        return "partial"
+    if d.is_dir() and not any(d.iterdir()):
+        return "missing"
+    return "foreign"
+
+
+def _same_request(fig: dict[str, Any], config: SuiteConfig, plan: SuitePlan) -> bool:
+    return (fig.get("seed") == config.seed and fig.get("num_tasks") == config.num_tasks
+            and fig.get("mismatch_task") == config.resolved_mismatch_task
+            and fig.get("plan") == _plan_dict(plan))
+
+
+def _plan_dict(plan: SuitePlan) -> dict[str, Any]:
+    return json.loads(json.dumps(dataclasses.asdict(plan)))
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _clean_stale_tmp(directory: Path) -> None:
+    for p in directory.parent.glob(f".{directory.name}.tmp-*"):
+        try:
+            pid = int(p.name.rsplit("-", 1)[1])
+        except ValueError:
+            continue
+        if pid != os.getpid() and not _pid_alive(pid):
+            logger.info("removing %s left by an interrupted build", p)
+            shutil.rmtree(p, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _torch_state(threads: int | None):
+    """Isolate the caller's global torch RNG state (and optionally its thread count) from the build."""
+    old_threads = torch.get_num_threads()
+    with torch.random.fork_rng(devices=[]):
+        if threads:
+            torch.set_num_threads(threads)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(old_threads)
+
+
+@contextlib.contextmanager
+def _quiet_hf_progress():
+    """Hide the per-file progress bars of ``datasets`` and ``transformers`` (the suite shows its own)."""
+    import datasets
+    from transformers.utils import logging as hf_logging
+
+    ds_was = datasets.is_progress_bar_enabled()
+    tf_was = hf_logging.is_progress_bar_enabled()
+    datasets.disable_progress_bars()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if ds_was:
+            datasets.enable_progress_bars()
+        if tf_was:
+            hf_logging.enable_progress_bar()
+
+
+# ------------------------------------------------------------------------------------------------------------
+# the build
+
+
+def build_example_suite(directory: str | Path, *, num_tasks: int = 8, seed: int = 0,
+                        mismatch_task: str | None = None, progress: bool = True,
+                        plan: SuitePlan | None = None) -> SuiteSummary:
+    """Write the example suite to ``directory`` (or reuse it when it is already complete).
+
+    The build happens in a hidden sibling directory that is renamed into place once ``suite.json`` (with
+    ``"complete": true``) has been written, so an interrupted build never leaves a directory that looks
+    complete; a partial suite directory found at ``directory`` is rebuilt.
+
+    Args:
+        directory: Where to write the suite.
+        num_tasks: Number of tasks (2-8), taken in order from :data:`TASK_NAMES`.
+        seed: Seed of every random draw; the same seed gives byte-identical weights, datasets, cards and
+            recipes.
+        mismatch_task: The task whose model ``norm-mismatch.yaml`` replaces by its high-LR variant (default
+            the first task).
+        progress: Show tqdm progress bars.
+        plan: Sizes and hyper-parameters (default :class:`SuitePlan`); for experiments.
+
+    Returns:
+        A :class:`SuiteSummary`; its ``table()`` renders the figures of the four conditions.
+
+    Raises:
+        InputError: for out-of-range arguments, or when ``directory`` is a non-empty directory that is not
+            an example suite.
+    """
+    config = SuiteConfig(num_tasks=num_tasks, seed=seed, mismatch_task=mismatch_task)
+    config.validate()
+    plan = plan or SuitePlan()
+    directory = Path(directory).absolute()
+    status = suite_status(directory)
+    if status == "complete":
+        fig = _read_summary(directory)
+        assert fig is not None
+        if _same_request(fig, config, plan):
+            logger.info("example suite at %s is complete; reusing it", directory)
+            return SuiteSummary(directory, fig, cached=True)
+        logger.warning("example suite at %s was built with other settings (seed %s, %s tasks); rebuilding",
+                       directory, fig.get("seed"), fig.get("num_tasks"))
+    elif status == "partial":
+        logger.warning("example suite at %s is incomplete (an interrupted build); rebuilding", directory)
+    elif status == "foreign":
+        raise InputError(f"{str(directory)!r} exists and is not an hfdistac example suite",
+                         "choose a new or empty directory; the build never overwrites other files")
+
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    _clean_stale_tmp(directory)
+    tmp = directory.parent / f".{directory.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        (tmp / MARKER).write_text(SUITE_FORMAT + "\n", encoding="utf-8")
+        t0 = time.perf_counter()
+        with _torch_state(threads=None), _quiet_hf_progress():
+            fig = _build_into(tmp, config, plan, progress)
+        fig["build_seconds"] = round(time.perf_counter() - t0, 2)
+        (tmp / "README.md").write_text(files.suite_readme(_table_without_time(fig), config.task_names, seed),
+                                       encoding="utf-8")
+        fig["complete"] = True  # written last: its presence marks a finished build
+        (tmp / "suite.json").write_text(json.dumps(fig, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+        if directory.exists():
+            shutil.rmtree(directory)
+        os.replace(tmp, directory)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    summary = SuiteSummary(directory, fig, cached=False)
+    if not summary.conditions_hold:
+        failed = [k for k, c in fig["checks"].items() if not c["holds"]]
+        logger.warning("example suite built, but condition(s) %s do not hold: %s", ", ".join(failed),
+                       "; ".join(fig["checks"][k]["text"] for k in failed))
+    return summary
+
+
+def _table_without_time(fig: dict[str, Any]) -> str:
+    return "\n".join(line for line in format_table(fig).splitlines() if not line.startswith("built in"))
+
+
+def _processed(processor, images: np.ndarray) -> torch.Tensor:
+    from PIL import Image
+
+    return processor([Image.fromarray(a) for a in images], return_tensors="pt")["pixel_values"]
+
+
+def _build_into(root: Path, config: SuiteConfig, plan: SuitePlan, progress: bool) -> dict[str, Any]:
+    import transformers
+    from transformers import CLIPModel
+
+    from .. import __version__
+    from ..heads import build_head
+    from ..tiny import tiny_clip_config, tiny_image_processor
+    from .tokenizer import build_consistent_word_tokenizer
+    from .training import (
+        accuracy,
+        finetune_vision,
+        load_vision_params,
+        mean_entropy,
+        predict_logits,
+        pretrain_clip,
+        vision_params,
+    )
+
+    seed = config.seed
+    names = config.task_names
+    attrs = {a.name: a for a in ATTRIBUTES}
+
+    # 1. datasets: per task, independent of how many tasks are built ---------------------------------------
+    processor = tiny_image_processor(plan.image_size)
+    data: dict[str, dict[str, Any]] = {}
+    for name in names:
+        idx = TASK_NAMES.index(name)
+        out: dict[str, Any] = {}
+        for split, n in (("train", plan.n_train), ("test", plan.n_test)):
+            rng = np.random.default_rng([seed, 1, idx, 0 if split == "train" else 1])
+            a = sample_attributes(rng, n)
+            images = render_scenes(a, rng, plan.image_size)
+            labels = a[:, idx]
+            files.write_split(root / "data" / name / "data" / f"{split}-00000-of-00001.parquet", images, labels,
+                              attrs[name].classes)
+            out[split] = (_processed(processor, images), torch.from_numpy(labels))
+        (root / "data" / name / "README.md").write_text(
+            files.dataset_card(attrs[name], plan.n_train, plan.n_test, plan.image_size, seed), encoding="utf-8")
+        data[name] = out
+    logger.info("wrote %d datasets", len(names))
+
+    # 2. contrastive pretraining of the base CLIP ----------------------------------------------------------
+    tokenizer = build_consistent_word_tokenizer(vocabulary())
+    rng = np.random.default_rng([seed, 0])
+    pre_attrs = sample_attributes(rng, plan.pretrain_images)
+    pre_pixels = _processed(processor, render_scenes(pre_attrs, rng, plan.image_size, domain="pretrain"))
+    captions = [caption(a, rng) for a in pre_attrs]
+    enc = tokenizer(captions, padding=True, return_tensors="pt")
+    cfg = tiny_clip_config(tokenizer, hidden_size=plan.hidden_size, num_layers=plan.num_layers,
+                           num_heads=plan.num_heads, image_size=plan.image_size, patch_size=plan.patch_size,
+                           projection_dim=plan.hidden_size)
+    cfg.logit_scale_init_value = float(np.log(plan.logit_scale))
+    torch.manual_seed(seed)
+    clip = CLIPModel(cfg)
+    pre_losses = pretrain_clip(clip, pre_pixels, enc["input_ids"], enc["attention_mask"],
+                               steps=plan.pretrain_steps, batch_size=plan.pretrain_batch, lr=plan.pretrain_lr,
+                               seed=seed, learn_temperature=False, progress=progress)
+    clip.save_pretrained(root / "base")
+    tokenizer.save_pretrained(root / "base")
+    processor.save_pretrained(root / "base")
+    (root / "base" / "README.md").write_text(files.base_card(
+        hidden=plan.hidden_size, layers=plan.num_layers, patch=plan.patch_size, image_size=plan.image_size,
+        steps=plan.pretrain_steps, n_images=plan.pretrain_images, seed=seed), encoding="utf-8")
+    logger.info("pretrained the base model (final loss %.3f)", float(np.mean(pre_losses[-20:])))
+
+    # 3. heads, zero-shot, fine-tuning ---------------------------------------------------------------------
+    heads = {n: build_head(clip, tokenizer, list(attrs[n].classes), [files.GENERIC_TEMPLATE]) for n in names}
+    base_vm = clip.vision_model
+    theta0 = vision_params(base_vm)
+    n_val = max(1, int(round(plan.val_fraction * plan.n_train)))
+    variants = {
+        "standard": dict(lr=plan.finetune_lr, label_smoothing=0.0, suffix=""),
+        "highlr": dict(lr=plan.finetune_lr * plan.highlr_factor, label_smoothing=0.0, suffix="-highlr"),
+        "ls": dict(lr=plan.finetune_lr, label_smoothing=plan.label_smoothing, suffix="-ls"),
+    }
+    task_fig: dict[str, Any] = {}
+    tvs: dict[tuple[str, str], dict[str, torch.Tensor]] = {}
+    from tqdm.auto import tqdm
+
+    runs = tqdm(total=len(names) * len(variants), desc="fine-tune models", disable=not progress,
+                dynamic_ncols=True)
+    with runs:
+        for ti, name in enumerate(names):
+            x_tr, y_tr = data[name]["train"]
+            x_te, y_te = data[name]["test"]
+            x_fit, y_fit = x_tr[n_val:], y_tr[n_val:]  # the first n_val rows are held out to choose alpha
+            zs = predict_logits(base_vm, heads[name], x_te)
+            t = {"classes": list(attrs[name].classes), "chance": round(100.0 / len(attrs[name].classes), 2),
+                 "zero_shot": {"accuracy": round(accuracy(zs, y_te), 2), "entropy": round(mean_entropy(zs), 4)}}
+            for variant, v in variants.items():
+                vm = copy.deepcopy(base_vm)
+                finetune_vision(vm, heads[name], x_fit, y_fit, steps=plan.finetune_steps,
+                                batch_size=plan.finetune_batch, lr=v["lr"], seed=seed * 1000 + ti,
+                                label_smoothing=v["label_smoothing"], desc=f"{name}{v['suffix'] or ''}",
+                                progress=progress)
+                logits = predict_logits(vm, heads[name], x_te)
+                w = vision_params(vm)
+                tv = {k: w[k] - theta0[k] for k in theta0}
+                tvs[(name, variant)] = tv
+                norm = float(torch.sqrt(sum(v_.double().pow(2).sum() for v_ in tv.values())))
+                t[variant] = {"accuracy": round(accuracy(logits, y_te), 2), "entropy": round(mean_entropy(logits), 5),
+                              "norm": round(norm, 4)}
+                out_dir = root / "models" / f"{name}{v['suffix']}"
+                vm.save_pretrained(out_dir)
+                (out_dir / "README.md").write_text(files.model_card(
+                    name, variant, lr=v["lr"], steps=plan.finetune_steps, batch_size=plan.finetune_batch,
+                    label_smoothing=v["label_smoothing"], seed=seed * 1000 + ti,
+                    train_accuracy_note=f"Trained on `train` minus its first {n_val} rows (held out to choose "
+                                        "merging coefficients)."), encoding="utf-8")
+                del vm
+                runs.update(1)
+            task_fig[name] = t
+
+    # 4. recipes -------------------------------------------------------------------------------------------
+    mismatch = config.resolved_mismatch_task
+    recipes = {
+        "original": ("the standard fine-tuned models (the ideal benchmark)", {n: "" for n in names}),
+        "norm-mismatch": (f"'{mismatch}' replaced by its 10x-learning-rate model (norm mismatch)",
+                          {n: ("-highlr" if n == mismatch else "") for n in names}),
+        "low-confidence": ("every model label-smoothed (low confidence)", {n: "-ls" for n in names}),
+    }
+    (root / "recipes").mkdir()
+    for rname, (desc, suffixes) in recipes.items():
+        tasks = []
+        for n in names:
+            entry: dict[str, Any] = {"name": n, "model": f"../models/{n}{suffixes[n]}"}
+            if suffixes[n]:
+                entry["normalizer"] = f"../models/{n}"
+            entry.update(dataset=f"../data/{n}", train_split="train", test_split="test")
+            tasks.append(entry)
+        (root / "recipes" / f"{rname}.yaml").write_text(files.recipe_text(rname, desc, tasks), encoding="utf-8")
+
+    # 5. checks: task-arithmetic merges, alpha on the held-out rows of train -------------------------------
+    merge_vm = copy.deepcopy(base_vm)
+    variant_of = {"": "standard", "-highlr": "highlr", "-ls": "ls"}
+    merges: dict[str, Any] = {}
+    for rname, (_, suffixes) in recipes.items():
+        chosen = {n: variant_of[suffixes[n]] for n in names}
+        summed = {k: sum(tvs[(n, chosen[n])][k] for n in names) for k in theta0}
+
+        def evaluate(alpha: float, split: str, summed=summed) -> dict[str, float]:
+            load_vision_params(merge_vm, {k: theta0[k] + alpha * summed[k] for k in theta0})
+            accs = {}
+            for n in names:
+                x, y = data[n][split]
+                if split == "train":
+                    x, y = x[:n_val], y[:n_val]
+                accs[n] = accuracy(predict_logits(merge_vm, heads[n], x), y)
+            return accs
+
+        best_alpha, best = 0.0, -1.0
+        for alpha in plan.alpha_grid:  # ties go to the smaller alpha
+            val = evaluate(alpha, "train")
+            score = float(np.mean([val[n] / max(task_fig[n]["standard"]["accuracy"], 1e-9) for n in names]))
+            if score > best + 1e-9:
+                best_alpha, best = alpha, score
+        test = evaluate(best_alpha, "test")
+        merges[rname] = {
+            "alpha": best_alpha,
+            "mean_accuracy": round(float(np.mean(list(test.values()))), 2),
+            "mean_normalized_accuracy": round(float(np.mean(
+                [100.0 * test[n] / task_fig[n]["standard"]["accuracy"] for n in names])), 2),
+            "accuracy": {n: round(a, 2) for n, a in test.items()},
+        }
+
+    checks = _checks(task_fig, merges, plan, mismatch)
+    return {
+        "format": SUITE_FORMAT,
+        "seed": seed,
+        "num_tasks": config.num_tasks,
+        "task_names": names,
+        "mismatch_task": mismatch,
+        "plan": _plan_dict(plan),
+        "versions": {"hfdistac": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
+                     "datasets": __import__("datasets").__version__, "numpy": np.__version__},
+        "alpha_selection": f"grid {plan.alpha_grid[0]}..{plan.alpha_grid[-1]} step 0.05 maximising mean "
+                           f"normalised accuracy on the first {n_val} rows of each train split (held out from "
+                           "fine-tuning); ties to the smaller alpha; reported on test",
+        "pretrain_final_loss": round(float(np.mean(pre_losses[-20:])), 4),
+        "tasks": task_fig,
+        "merges": merges,
+        "checks": checks,
+        "conditions_hold": all(c["holds"] for c in checks.values()),
+    }
+
+
+def _checks(task_fig: dict[str, Any], merges: dict[str, Any], plan: SuitePlan, mismatch: str) -> dict[str, Any]:
+    names = list(task_fig)
+    gains = {n: task_fig[n]["standard"]["accuracy"] - task_fig[n]["zero_shot"]["accuracy"] for n in names}
+    zs_mean = float(np.mean([task_fig[n]["zero_shot"]["accuracy"] for n in names]))
+    ratios = {n: task_fig[n]["highlr"]["norm"] / max(task_fig[n]["standard"]["norm"], 1e-12) for n in names}
+    h_std = float(np.mean([task_fig[n]["standard"]["entropy"] for n in names]))
+    h_ls = float(np.mean([task_fig[n]["ls"]["entropy"] for n in names]))
+    orig = merges["original"]["mean_normalized_accuracy"]
+    nm = merges["norm-mismatch"]["mean_normalized_accuracy"]
+    lc = merges["low-confidence"]["mean_normalized_accuracy"]
+    min_gain = min(gains.values())
+    return {
+        "a": {"holds": min_gain >= plan.min_gain_points, "min_gain_points": round(min_gain, 2),
+              "gain_points": {n: round(g, 2) for n, g in gains.items()},
+              "text": f"fine-tuned beats zero-shot on every task by >= {plan.min_gain_points:g} points "
+                      f"(smallest gain {min_gain:.1f})"},
+        "b": {"holds": merges["original"]["mean_accuracy"] > zs_mean + 0.5,
+              "merged_mean_accuracy": merges["original"]["mean_accuracy"], "zero_shot_mean_accuracy": round(zs_mean, 2),
+              "text": f"task-arithmetic merge {merges['original']['mean_accuracy']:.1f} > zero-shot {zs_mean:.1f} "
+                      "(mean accuracy)"},
+        "c": {"holds": min(ratios.values()) >= plan.min_norm_ratio and nm < orig,
+              "norm_ratio_min": round(min(ratios.values()), 3),
+              "norm_ratio_mean": round(float(np.mean(list(ratios.values()))), 3),
+              "normalized_accuracy_original": orig, "normalized_accuracy_norm_mismatch": nm,
+              "text": f"|τ highlr| / |τ| >= {plan.min_norm_ratio:g} (min {min(ratios.values()):.1f}) and swapping "
+                      f"'{mismatch}-highlr' in lowers the normalised accuracy ({orig:.1f} -> {nm:.1f})"},
+        "d": {"holds": h_ls >= plan.min_entropy_ratio * h_std and lc < orig,
+              "entropy_standard": round(h_std, 5), "entropy_ls": round(h_ls, 5),
+              "entropy_ratio": round(h_ls / max(h_std, 1e-12), 2),
+              "normalized_accuracy_low_confidence": lc,
+              "text": f"mean entropy -ls / standard >= {plan.min_entropy_ratio:g} ({h_ls / max(h_std, 1e-12):.1f}x) "
+                      f"and merging the -ls models lowers the normalised accuracy ({orig:.1f} -> {lc:.1f})"},
+    }
