@@ -39,6 +39,19 @@ def template_text(template_name: str) -> str:
     return path.read_text(encoding="utf-8")
 
 
+def library_versions() -> dict[str, str]:
+    """Versions of hfdistac and the HF stack, recorded in every card."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for name in ("hfdistac", "torch", "transformers", "huggingface_hub", "datasets", "accelerate", "safetensors"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            continue
+    return out
+
+
 def render_card(template_name: str, context: Mapping[str, Any]) -> str:
     """Render a packaged model-card template.
 
@@ -46,7 +59,8 @@ def render_card(template_name: str, context: Mapping[str, Any]) -> str:
         template_name: File name inside ``hfdistac/templates``.
         context: Template variables. The optional key ``card_data`` is a dict of Hub metadata
             (``ModelCardData`` keyword arguments; ``None`` values are dropped) rendered as the YAML front
-            matter; every other key is passed to the template as is.
+            matter; every other key is passed to the template as is. ``versions`` defaults to
+            :func:`library_versions`.
 
     Returns:
         The card text (``README.md`` content): YAML front matter followed by Markdown.
@@ -54,6 +68,7 @@ def render_card(template_name: str, context: Mapping[str, Any]) -> str:
     from huggingface_hub import ModelCard, ModelCardData
 
     values = dict(context)
+    values.setdefault("versions", library_versions())
     meta = {k: v for k, v in dict(values.pop("card_data", None) or {}).items() if v not in (None, [], {})}
     card = ModelCard.from_template(ModelCardData(**meta), template_str=template_text(template_name), **values)
     return str(card)

@@ -106,3 +106,39 @@ def test_merge_card_golden_and_metadata_loads_back():
     assert [(r.dataset_name, r.metric_value) for r in results] == [("svhn", 91.25), ("shape", 80.0)]
     assert "arxiv.org/abs/2412.00081" in text and "@" in text  # paper link and BibTeX from the registry
     check_golden("merge_card.md", text)
+
+
+def test_condition_card_golden_and_metadata_loads_back():
+    """The DisTaC card template rendered from a fixed report (the e2e tests cover how a run fills it)."""
+    from huggingface_hub import ModelCard
+
+    from hfdistac import __version__
+    from hfdistac.cards import render_card
+
+    report = {"train_split": "train", "num_train_examples": 480, "preset": "norm", "kappa": 0.181,
+              "target_norm": 2.2, "teacher_temperature": 10.0, "student_temperature": 10.0, "beta": 0.5,
+              "steps": 500, "lr": 1e-5, "weight_decay": 0.0, "warmup_steps": 200, "batch_size": 128,
+              "eval_split": "test", "num_eval_examples": 200, "norm_after_over_target": 1.135,
+              "norm_before": 12.17, "norm_rescaled": 2.2, "norm_after": 2.5}
+    rows = [{"label": "teacher θ₀ + τ", "norm": 12.17, "accuracy": 32.0, "entropy": 0.73, "ece": 0.3},
+            {"label": "naive rescaling θ₀ + 0.181τ", "norm": 2.2, "accuracy": 31.5, "entropy": 1.1, "ece": 0.2},
+            {"label": "DisTaC θ₀ + τ′", "norm": 2.5, "accuracy": 39.0, "entropy": 1.16, "ece": 0.1}]
+    context = {
+        "card_data": {"base_model": "org/shape-highlr", "base_model_relation": "finetune",
+                      "library_name": "transformers", "tags": ["hfdistac", "distac", "task-vector", "clip"],
+                      "hfdistac": {"method": "distac", "base": "openai/clip-vit-base-patch32",
+                                   "base_revision": "e" * 40, "source": "org/shape-highlr",
+                                   "source_revision": "f" * 40}},
+        "source": "org/shape-highlr", "source_revision": "f" * 40, "source_is_local": False,
+        "base": "openai/clip-vit-base-patch32", "base_revision": "e" * 40, "dataset": "org/shape-data",
+        "report": report, "rows": rows, "plots": ["per_layer_norms.png", "training_curves.png"],
+        "paper_url": "https://arxiv.org/abs/2508.01148",
+        "command": "hfdistac condition org/shape-highlr --preset norm --target-norm 2.2",
+        "config_yaml": "model: org/shape-highlr\npreset: norm",
+        "versions": {"hfdistac": "VERSION", "torch": "2.x", "transformers": "5.x"},
+    }
+    text = render_card("condition_card.md.j2", context)
+    card = ModelCard(text)
+    assert card.data.base_model == "org/shape-highlr" and card.data.base_model_relation == "finetune"
+    assert card.data.to_dict()["hfdistac"]["base"] == "openai/clip-vit-base-patch32"
+    check_golden("condition_card.md", text.replace(__version__, "VERSION"))

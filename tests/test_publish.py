@@ -130,3 +130,38 @@ def test_help(command, capsys):
     with pytest.raises(SystemExit):
         main([command, "--help"])
     assert "examples:" in capsys.readouterr().out
+
+
+def test_conditioned_vector_round_trip_through_the_hub(hub_env, tiny, tmp_path, capsys):
+    """condition --push-to, pull it back by repo id as a merge task (its task_vector.safetensors), merge with
+    other tasks from the same server, push the merge as a PR; the token appears in no stored file."""
+    server = hub_env.server
+    server.seed_repo("org/rt-base", tiny.base)
+    server.seed_repo("org/rt-b", tiny.ft_b)
+    code, out, err = run_cli(capsys, "condition", tiny.ft_long, "--base", "org/rt-base", "--data", tiny.data,
+                             "--preset", "norm", "--target-norm", "1.8", "--steps", "4", "--batch-size", "16",
+                             "--lr", "1e-3", "--eval-limit", "12", "--output", tmp_path / "cond",
+                             "--push-to", "org/rt-long-distac", "--no-progress")
+    assert code == 0, err
+    pushed = server.repo_files("org/rt-long-distac")
+    assert {"task_vector.safetensors", "model.safetensors", "report.json", "README.md"} <= set(pushed)
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump({"format": "hfdistac.recipe.v1", "name": "rt", "base": "org/rt-base", "tasks": [
+        {"name": "long", "model": "org/rt-long-distac", "normalizer": str(tiny.ft_long), "dataset": str(tiny.data)},
+        {"name": "b", "model": "org/rt-b", "dataset": str(tiny.data)}]}))
+    code, out, err = run_cli(capsys, "merge", recipe, "--method", "tsvm", "--alpha-grid", "0.5", "--output",
+                             tmp_path / "merged", "--no-progress")
+    assert code == 0, err
+    import json as _json
+
+    report = _json.loads((tmp_path / "merged" / "report.json").read_text())
+    assert [s["conditioned"] for s in report["sources"]] == [True, False]
+    server.seed_repo("org/rt-merged", tmp_path / "merged")
+    code, out, err = run_cli(capsys, "push", tmp_path / "merged", "org/rt-merged", "--create-pr")
+    assert code == 0, err
+    files = server.repo_files("org/rt-merged", "refs/pr/1")
+    card = ModelCard(files["README.md"].decode())
+    assert card.data.base_model == ["org/rt-long-distac", "org/rt-b"] and "tsvm" in card.data.tags
+    for repo, rev in (("org/rt-long-distac", "main"), ("org/rt-merged", "refs/pr/1")):
+        for content in server.repo_files(repo, rev).values():
+            assert DUMMY_TOKEN.encode() not in content
