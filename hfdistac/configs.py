@@ -12,8 +12,12 @@ from dataclasses import asdict, dataclass, field
 from .errors import InputError
 
 
-def _h(text: str, **extra) -> dict:
+def help_field(text: str, **extra) -> dict:
+    """Field metadata for a config option: its help text plus CLI hints (see :mod:`hfdistac.cli.args`)."""
     return {"help": text, **extra}
+
+
+_h = help_field
 
 
 @dataclass

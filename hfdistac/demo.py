@@ -24,6 +24,7 @@ from pathlib import Path
 
 import yaml
 
+from .configs import help_field as _h
 from .errors import InputError
 
 logger = logging.getLogger(__name__)
@@ -36,9 +37,6 @@ SCENARIOS = [
     ("low confidence + DisTaC", "low-confidence.yaml", "confidence"),
 ]
 
-
-def _h(text: str, **extra) -> dict:
-    return {"help": text, **extra}
 
 
 @dataclass

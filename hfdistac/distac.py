@@ -54,6 +54,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from .configs import help_field as _h
 from .errors import DataError, InputError, TrainingError
 from .metrics import entropy as prediction_entropy
 
@@ -68,9 +69,6 @@ CHECKPOINT_FORMAT = "hfdistac.distac_checkpoint.v1"
 _TRAINING_KEYS = ("kappa", "teacher_temperature", "student_temperature", "beta", "steps", "lr", "weight_decay",
                   "warmup_steps", "batch_size", "max_grad_norm", "seed", "train_split", "train_limit")
 
-
-def _h(text: str, **extra) -> dict:
-    return {"help": text, **extra}
 
 
 # ------------------------------------------------------------------------------------------------ config

@@ -33,6 +33,7 @@ from typing import Any
 
 import torch
 
+from .configs import help_field as _h
 from .errors import CheckpointError, InputError
 
 logger = logging.getLogger(__name__)
@@ -46,9 +47,6 @@ PIXEL_CACHE_BYTES = 2 * 1024**3
 NOT_IN_ALL = ("samerging",)
 SAMERGING_OBJECTIVES = ("kd", "entropy")
 
-
-def _h(text: str, **extra) -> dict:
-    return {"help": text, **extra}
 
 
 @dataclass

@@ -19,6 +19,16 @@ def _plt():
     return plt
 
 
+def _save(fig, path: str | Path) -> Path:
+    """Lay out, write as PNG and close a figure."""
+    plt = _plt()
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def per_layer_norms_plot(series: Mapping[str, Mapping[str, float]], path: str | Path,
                          title: str = "Task-vector norm per layer") -> Path:
     """Grouped bars: one group per layer (embeddings, block.i, final), one bar per model/series."""
@@ -36,11 +46,7 @@ def per_layer_norms_plot(series: Mapping[str, Mapping[str, float]], path: str | 
     ax.set_title(title)
     if len(names) > 1:
         ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def bar_plot(values: Mapping[str, float | None], path: str | Path, *, ylabel: str, title: str,
@@ -59,11 +65,7 @@ def bar_plot(values: Mapping[str, float | None], path: str | Path, *, ylabel: st
         ax.legend(fontsize=8)
     ax.set_ylabel(ylabel)
     ax.set_title(title)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def reliability_plot(bins_by_name: Mapping[str, Mapping[str, list[float]]], path: str | Path,
@@ -83,11 +85,7 @@ def reliability_plot(bins_by_name: Mapping[str, Mapping[str, list[float]]], path
     ax.set_ylim(0, 1)
     ax.set_title(title)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def curves_plot(history: Sequence[Mapping[str, float]], keys: Sequence[str], path: str | Path,
@@ -102,11 +100,7 @@ def curves_plot(history: Sequence[Mapping[str, float]], keys: Sequence[str], pat
         ax.set_title(k, fontsize=9)
         ax.set_xlabel(x)
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def coefficients_heatmap(coefficients, task_names: Sequence[str], parameter_names: Sequence[str], path: str | Path,
@@ -157,11 +151,7 @@ def coefficients_heatmap(coefficients, task_names: Sequence[str], parameter_name
     ax.set_xlabel(f"parameter tensor ({n_params}, model order)")
     ax.set_title(title, fontsize=10)
     fig.colorbar(image, ax=ax, fraction=0.03, pad=0.01)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def sweep_plot(rows: Sequence[Mapping[str, float | str]], path: str | Path, *, x: str = "multiple",
@@ -179,8 +169,4 @@ def sweep_plot(rows: Sequence[Mapping[str, float | str]], path: str | Path, *, x
     ax.set_ylabel("merged mean normalised accuracy (%)")
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)

@@ -19,6 +19,7 @@ import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from .configs import help_field as _h
 from .errors import InputError
 
 logger = logging.getLogger(__name__)
@@ -28,9 +29,6 @@ ASSET_DIR = "hfdistac"
 VERDICTS = {"ready": "ready to merge", "norm_mismatch": "norm mismatch", "low_confidence": "low confidence",
             "both": "norm mismatch and low confidence"}
 
-
-def _h(text: str, **extra) -> dict:
-    return {"help": text, **extra}
 
 
 @dataclass
