@@ -42,7 +42,7 @@ COMMAND = Command(
     "build a tiny offline replica of the paper's 8-task benchmark (base CLIP, datasets, models, recipes)",
     """\
       hfdistac example-suite example-suite
-      hfdistac example-suite small-suite --tasks 4 --seed 1 --mismatch-task color
+      hfdistac example-suite small-suite --tasks 4 --seed 1 --mismatch-task background
       hfdistac inspect example-suite/recipes/norm-mismatch.yaml""",
     ExampleSuiteConfig,
     _run,
