@@ -1,17 +1,23 @@
-"""A small example suite built once per test session (shared by the suite and end-to-end tests)."""
+"""Fixtures that build a small example suite once per session.
+
+``example_suite`` is the path of a complete suite (4 tasks: colour, background, frame, tint; seed 0) built
+with the default plan, reused by every end-to-end test (inspect, condition, merge, demo). All four
+conditions of the suite hold on it (checked in ``tests/test_example_suite.py``).
+"""
 
 from __future__ import annotations
 
 import pytest
 
-SUITE_TASKS = 3
+SUITE_TASKS = 4
+SUITE_SEED = 0
 
 
 @pytest.fixture(scope="session")
 def example_suite(tmp_path_factory):
-    """``(directory, SuiteSummary)`` of a 3-task example suite (seed 0), built once per session."""
+    """Path of a complete example suite (4 tasks, seed 0), built once per test session."""
     from hfdistac.example_suite import build_example_suite
 
-    directory = tmp_path_factory.mktemp("suite") / "example-suite"
-    summary = build_example_suite(directory, num_tasks=SUITE_TASKS, seed=0, progress=False)
-    return directory, summary
+    root = tmp_path_factory.mktemp("example_suite") / "suite"
+    build_example_suite(root, num_tasks=SUITE_TASKS, seed=SUITE_SEED, progress=False)
+    return root

@@ -1,127 +1,257 @@
-"""The built-in example suite: layout, formats, the paper's conditions, determinism, caching, and the
-README's main job (`inspect` flags the harmful models)."""
+"""The built-in example suite: layout and formats, the paper's four conditions, determinism, caching."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import time
+from pathlib import Path
 
 import pytest
 import yaml
 
-from hfdistac.cli.main import main
-from tests._fixtures_suite import SUITE_TASKS
+from hfdistac.errors import InputError
+from hfdistac.example_suite import SuitePlan, build_example_suite, suite_status
+from tests._fixtures_suite import SUITE_SEED, SUITE_TASKS
+
+# A plan small enough to build in seconds: for the determinism, caching and atomicity tests (the figures
+# it produces mean nothing).
+TINY_PLAN = SuitePlan(n_train=20, n_test=10, pretrain_images=64, pretrain_steps=3, pretrain_batch=32,
+                      finetune_steps=2, finetune_batch=8)
 
 
-def run_cli(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out = capsys.readouterr()
-    return code, out.out, out.err
+def _front_matter(path: Path) -> dict:
+    text = path.read_text(encoding="utf-8")
+    assert text.startswith("---\n")
+    return yaml.safe_load(text.split("---\n", 2)[1])
 
 
-def test_layout_and_formats(example_suite):
-    import datasets
-    from transformers import CLIPModel, CLIPVisionModel
+def _suite(example_suite) -> dict:
+    return json.loads((example_suite / "suite.json").read_text())
 
-    from hfdistac.hub import card_datasets, infer_base, read_card_metadata, resolve_model
 
-    d, summary = example_suite
-    tasks = list(summary.figures["tasks"])
-    assert len(tasks) == SUITE_TASKS
-    CLIPModel.from_pretrained(d / "base")
-    for t in tasks:
+def _hashes(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file() and p.name != "suite.json"}
+
+
+# ---------------------------------------------------------------------------------------------- layout
+
+
+def test_layout(example_suite):
+    fig = _suite(example_suite)
+    assert fig["complete"] is True and fig["num_tasks"] == SUITE_TASKS and fig["seed"] == SUITE_SEED
+    names = fig["task_names"]
+    assert len(names) == SUITE_TASKS
+    assert (example_suite / "README.md").is_file()
+    for sub in ("config.json", "model.safetensors", "tokenizer_config.json", "tokenizer.json",
+                "preprocessor_config.json", "README.md"):
+        assert (example_suite / "base" / sub).is_file(), sub
+    for n in names:
         for variant in ("", "-highlr", "-ls"):
-            model_dir = d / "models" / f"{t}{variant}"
-            CLIPVisionModel.from_pretrained(model_dir)
-            meta = read_card_metadata(resolve_model(str(model_dir)))
-            assert infer_base(meta, str(model_dir)) == str((d / "base").resolve())
-            assert card_datasets(meta) == [str((d / "data" / t).resolve())]
-        ds = datasets.load_dataset(str(d / "data" / t))
-        assert set(ds) == {"train", "test"}
-        assert isinstance(ds["train"].features["label"], datasets.ClassLabel)
-        assert isinstance(ds["train"].features["image"], datasets.Image)
-        streamed = datasets.load_dataset(str(d / "data" / t), split="test", streaming=True)
-        assert isinstance(streamed.features["label"], datasets.ClassLabel)
-    for name in ("original", "norm-mismatch", "low-confidence"):
-        recipe = yaml.safe_load((d / "recipes" / f"{name}.yaml").read_text())
-        assert recipe["format"] == "hfdistac.recipe.v1" and len(recipe["tasks"]) == SUITE_TASKS
-        assert all({"name", "model", "dataset"} <= set(t) for t in recipe["tasks"])
-    suite = json.loads((d / "suite.json").read_text())
-    assert suite["complete"] is True and set(suite["checks"]) == {"a", "b", "c", "d"}
+            d = example_suite / "models" / f"{n}{variant}"
+            assert (d / "config.json").is_file() and (d / "model.safetensors").is_file() and (d / "README.md").is_file()
+        for split in ("train", "test"):
+            assert (example_suite / "data" / n / "data" / f"{split}-00000-of-00001.parquet").is_file()
+    assert suite_status(example_suite) == "complete"
 
 
-def test_conditions_are_measured_and_reported(example_suite):
-    """The four conditions of the paper, with the figures behind them (see suite.json for values)."""
-    _, summary = example_suite
-    fig = summary.figures
-    for key in ("a", "b", "c", "d"):
-        assert isinstance(fig["checks"][key]["holds"], bool) and fig["checks"][key]["text"]
-    tasks = fig["tasks"].values()
-    # (c) is structural (10x learning rate) and must hold on any build
-    assert all(t["highlr"]["norm"] >= 3 * t["standard"]["norm"] for t in tasks)
-    # (a) fine-tuning helps every task
-    assert all(t["standard"]["accuracy"] > t["zero_shot"]["accuracy"] for t in tasks)
-    assert "merge (task arithmetic)" in summary.table()
+def test_models_load_and_match_base(example_suite):
+    from safetensors import safe_open
+    from transformers import CLIPImageProcessor, CLIPModel, CLIPTokenizer, CLIPVisionModel
+
+    from hfdistac.heads import build_head
+
+    base = CLIPModel.from_pretrained(example_suite / "base")
+    tok = CLIPTokenizer.from_pretrained(example_suite / "base")
+    CLIPImageProcessor.from_pretrained(example_suite / "base")
+    name = _suite(example_suite)["task_names"][0]
+    vm = CLIPVisionModel.from_pretrained(example_suite / "models" / name)
+    assert set(vm.state_dict()) == set(base.vision_model.state_dict())
+    with safe_open(str(example_suite / "models" / name / "model.safetensors"), framework="pt") as f:
+        assert all(k.startswith("vision_model.") for k in f.keys())
+    # the suite's tokenizer keeps every class-name word one token
+    head = build_head(base, tok, ["red", "dark background"], ["a photo of a {c}."])
+    assert head.weight.shape[0] == 2
+    assert len(tok.tokenize("a photo of a dark background.")) == 7
 
 
-def test_cached_rebuild_is_instant_and_partial_is_rebuilt(example_suite, tmp_path):
-    from hfdistac.example_suite import build_example_suite, suite_status
+def test_datasets_load_with_class_labels(example_suite):
+    import datasets
+    from datasets import ClassLabel, load_dataset
 
-    d, _ = example_suite
-    start = time.perf_counter()
-    again = build_example_suite(d, num_tasks=SUITE_TASKS, seed=0, progress=False)
-    assert again.cached and time.perf_counter() - start < 2.0
-    partial = tmp_path / "partial"
-    partial.mkdir()
-    (partial / "suite.json").write_text("{}")
-    assert suite_status(partial) == "partial"
-    foreign = tmp_path / "foreign"
-    foreign.mkdir()
-    (foreign / "notes.txt").write_text("mine")
-    assert suite_status(foreign) == "foreign"
-
-
-@pytest.mark.slow
-def test_same_seed_same_files(example_suite, tmp_path):
-    from hfdistac.example_suite import build_example_suite
-
-    d, _ = example_suite
-    other = tmp_path / "again"
-    build_example_suite(other, num_tasks=SUITE_TASKS, seed=0, progress=False)
-
-    def digest(root):
-        out = {}
-        for p in sorted(root.rglob("*")):
-            if p.is_file() and p.name not in ("suite.json", "README.md"):
-                out[str(p.relative_to(root))] = hashlib.sha256(p.read_bytes()).hexdigest()
-        return out
-
-    assert digest(d) == digest(other)
+    datasets.config.SLEEP_TIME_ON_THREADS_SHUTDOWN = 0
+    fig = _suite(example_suite)
+    name = fig["task_names"][0]
+    ds = load_dataset(str(example_suite / "data" / name))
+    assert set(ds) == {"train", "test"}
+    feat = ds["train"].features["label"]
+    assert isinstance(feat, ClassLabel) and feat.names == fig["tasks"][name]["classes"]
+    assert ds["test"].num_rows == fig["plan"]["n_test"]
+    img = ds["test"][0]["image"]
+    assert img.size == (fig["plan"]["image_size"],) * 2
+    stream = load_dataset(str(example_suite / "data" / name), split="train", streaming=True)
+    assert isinstance(stream.features["label"], ClassLabel)
+    assert next(iter(stream))["label"] in range(feat.num_classes)
 
 
-def test_bad_suite_arguments(capsys, tmp_path):
-    code, _, err = run_cli(capsys, "example-suite", tmp_path / "s", "--tasks", "99")
-    assert code == 2 and err.startswith("error: --tasks must be between")
-    (tmp_path / "foreign").mkdir()
-    (tmp_path / "foreign" / "x.txt").write_text("keep me")
-    code, _, err = run_cli(capsys, "example-suite", tmp_path / "foreign", "--tasks", "2", "--no-progress")
-    assert code == 2 and "not an hfdistac example suite" in err
-    assert (tmp_path / "foreign" / "x.txt").read_text() == "keep me"
+def test_cards_and_recipes(example_suite):
+    fig = _suite(example_suite)
+    names = fig["task_names"]
+    for n in names:
+        for variant in ("", "-highlr", "-ls"):
+            d = example_suite / "models" / f"{n}{variant}"
+            meta = _front_matter(d / "README.md")
+            assert meta["base_model"] == "../../base" and meta["datasets"] == [f"../../data/{n}"]
+            assert (d / meta["base_model"]).resolve() == (example_suite / "base").resolve()
+            assert (d / meta["datasets"][0]).resolve().is_dir()
+            assert meta["license"] and "hfdistac" in meta["tags"]
+        assert _front_matter(example_suite / "data" / n / "README.md")["license"]
+    mismatch = fig["mismatch_task"]
+    expected = {"original": {n: f"../models/{n}" for n in names},
+                "norm-mismatch": {n: f"../models/{n}{'-highlr' if n == mismatch else ''}" for n in names},
+                "low-confidence": {n: f"../models/{n}-ls" for n in names}}
+    for rname, models in expected.items():
+        path = example_suite / "recipes" / f"{rname}.yaml"
+        doc = yaml.safe_load(path.read_text())
+        assert doc["format"] == "hfdistac.recipe.v1" and doc["name"] == rname and doc["description"]
+        assert (path.parent / doc["base"]).resolve() == (example_suite / "base").resolve()
+        assert [t["name"] for t in doc["tasks"]] == names
+        for t in doc["tasks"]:
+            assert t["model"] == models[t["name"]]
+            assert (path.parent / t["model"]).is_dir() and (path.parent / t["dataset"]).is_dir()
+            assert t["train_split"] == "train" and t["test_split"] == "test"
+            if t["model"] != f"../models/{t['name']}":
+                assert t["normalizer"] == f"../models/{t['name']}"
 
 
-def test_readme_main_job_flags_the_harmful_models(example_suite, tmp_path, capsys):
-    d, summary = example_suite
-    code, out, err = run_cli(capsys, "inspect", d / "recipes" / "norm-mismatch.yaml", "--json", tmp_path / "n.json",
-                             "--no-progress")
-    assert code == 0, err
-    report = json.loads((tmp_path / "n.json").read_text())
-    mismatch = summary.figures.get("mismatch_task") or next(iter(summary.figures["tasks"]))
-    flagged = {m["name"]: m["flags"] for m in report["models"]}
-    assert "norm_mismatch" in flagged[mismatch]
-    assert all("norm_mismatch" not in f for n, f in flagged.items() if n != mismatch)
-    code, out, err = run_cli(capsys, "inspect", d / "recipes" / "low-confidence.yaml", "--json", tmp_path / "l.json",
-                             "--no-progress")
-    assert code == 0, err
-    report = json.loads((tmp_path / "l.json").read_text())
-    assert sum("low_confidence" in m["flags"] for m in report["models"]) >= 1
+# ---------------------------------------------------------------------------------------------- conditions
+
+
+def test_the_four_conditions_hold(example_suite):
+    fig = _suite(example_suite)
+    assert fig["conditions_hold"], "\n" + "\n".join(c["text"] for c in fig["checks"].values())
+    tasks, merges = fig["tasks"], fig["merges"]
+    plan = fig["plan"]
+    for t in tasks.values():  # (a)
+        assert t["standard"]["accuracy"] >= t["zero_shot"]["accuracy"] + plan["min_gain_points"]
+        assert t["zero_shot"]["accuracy"] > t["chance"]  # the base model's zero-shot heads work
+    zs = sum(t["zero_shot"]["accuracy"] for t in tasks.values()) / len(tasks)
+    assert merges["original"]["mean_accuracy"] > zs  # (b)
+    orig = merges["original"]["mean_normalized_accuracy"]
+    assert all(t["highlr"]["norm"] >= 3 * t["standard"]["norm"] for t in tasks.values())  # (c)
+    assert merges["norm-mismatch"]["mean_normalized_accuracy"] < orig
+    h_std = sum(t["standard"]["entropy"] for t in tasks.values())
+    h_ls = sum(t["ls"]["entropy"] for t in tasks.values())
+    assert h_ls >= 10 * h_std  # (d)
+    assert merges["low-confidence"]["mean_normalized_accuracy"] < orig
+
+
+def test_recorded_norms_match_the_files(example_suite):
+    """The norms in suite.json are those of the task vectors computed from the written checkpoints."""
+    from safetensors.torch import load_file
+    from transformers import CLIPModel
+
+    from hfdistac.task_vectors import compute_task_vector, global_norm
+
+    fig = _suite(example_suite)
+    base = CLIPModel.from_pretrained(example_suite / "base").vision_model
+    theta0 = {f"vision_model.{k}": v for k, v in base.named_parameters()}
+    name = fig["task_names"][0]
+    for variant, suffix in (("standard", ""), ("highlr", "-highlr")):
+        ft = load_file(str(example_suite / "models" / f"{name}{suffix}" / "model.safetensors"))
+        ft = {k: v for k, v in ft.items() if k in theta0}
+        norm = global_norm(compute_task_vector({k: v.detach() for k, v in theta0.items()}, ft))
+        assert norm == pytest.approx(fig["tasks"][name][variant]["norm"], rel=1e-3)
+
+
+# ---------------------------------------------------------------------------------------------- build mechanics
+
+
+def test_cached_second_call_is_instant(example_suite):
+    before = (example_suite / "suite.json").stat().st_mtime_ns
+    t0 = time.perf_counter()
+    summary = build_example_suite(example_suite, num_tasks=SUITE_TASKS, seed=SUITE_SEED, progress=False)
+    assert time.perf_counter() - t0 < 2.0
+    assert summary.cached and summary.conditions_hold
+    assert (example_suite / "suite.json").stat().st_mtime_ns == before
+    table = summary.table()
+    assert "zero-shot" in table and "norm-mismatch" in table and "(d)" in table
+
+
+def test_deterministic_same_seed_same_files(tmp_path):
+    a = build_example_suite(tmp_path / "a", num_tasks=2, seed=3, progress=False, plan=TINY_PLAN)
+    b = build_example_suite(tmp_path / "b", num_tasks=2, seed=3, progress=False, plan=TINY_PLAN)
+    ha, hb = _hashes(a.directory), _hashes(b.directory)
+    assert ha == hb and any(k.endswith("model.safetensors") for k in ha) and any(k.endswith(".parquet") for k in ha)
+    fa, fb = a.figures, b.figures
+    assert fa["tasks"] == fb["tasks"] and fa["merges"] == fb["merges"]
+    c = build_example_suite(tmp_path / "c", num_tasks=2, seed=4, progress=False, plan=TINY_PLAN)
+    hc = _hashes(c.directory)
+    assert hc["models/colour/model.safetensors"] != ha["models/colour/model.safetensors"]
+    assert hc["data/colour/data/train-00000-of-00001.parquet"] != ha["data/colour/data/train-00000-of-00001.parquet"]
+
+
+def test_partial_directory_is_detected_and_rebuilt(tmp_path):
+    d = tmp_path / "suite"
+    build_example_suite(d, num_tasks=2, seed=0, progress=False, plan=TINY_PLAN)
+    fig = json.loads((d / "suite.json").read_text())
+    # simulate a build interrupted before its completion marker
+    fig["complete"] = False
+    (d / "suite.json").write_text(json.dumps(fig))
+    (d / "models" / "colour" / "model.safetensors").unlink()
+    assert suite_status(d) == "partial"
+    summary = build_example_suite(d, num_tasks=2, seed=0, progress=False, plan=TINY_PLAN)
+    assert not summary.cached and suite_status(d) == "complete"
+    assert (d / "models" / "colour" / "model.safetensors").is_file()
+    # a marker alone (an old-style partial build) is partial too
+    e = tmp_path / "other"
+    e.mkdir()
+    (e / ".hfdistac-example-suite").write_text("x")
+    assert suite_status(e) == "partial"
+
+
+def test_interrupted_build_leaves_nothing(tmp_path, monkeypatch):
+    from hfdistac.example_suite import training
+
+    def boom(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(training, "finetune_vision", boom)
+    with pytest.raises(KeyboardInterrupt):
+        build_example_suite(tmp_path / "suite", num_tasks=2, progress=False, plan=TINY_PLAN)
+    assert not (tmp_path / "suite").exists()
+    assert not list(tmp_path.glob(".suite.tmp-*"))
+
+
+def test_mismatch_task_and_other_settings(tmp_path):
+    d = tmp_path / "suite"
+    build_example_suite(d, num_tasks=2, seed=0, mismatch_task="background", progress=False, plan=TINY_PLAN)
+    doc = yaml.safe_load((d / "recipes" / "norm-mismatch.yaml").read_text())
+    assert [t["model"] for t in doc["tasks"]] == ["../models/colour", "../models/background-highlr"]
+    # other settings on a complete suite: rebuilt, not reused
+    s = build_example_suite(d, num_tasks=2, seed=0, progress=False, plan=TINY_PLAN)
+    assert not s.cached and s.figures["mismatch_task"] == "colour"
+
+
+@pytest.mark.parametrize("kwargs", [{"num_tasks": 1}, {"num_tasks": 9}, {"seed": -1},
+                                    {"mismatch_task": "nope"}, {"num_tasks": 2, "mismatch_task": "tint"}])
+def test_bad_arguments(tmp_path, kwargs):
+    with pytest.raises(InputError):
+        build_example_suite(tmp_path / "s", progress=False, plan=TINY_PLAN, **kwargs)
+
+
+def test_refuses_foreign_directory(tmp_path):
+    (tmp_path / "mine.txt").write_text("keep me")
+    with pytest.raises(InputError, match="not an hfdistac example suite"):
+        build_example_suite(tmp_path, num_tasks=2, progress=False, plan=TINY_PLAN)
+    assert (tmp_path / "mine.txt").read_text() == "keep me"
+
+
+def test_suite_config_fields_have_help():
+    import dataclasses
+
+    from hfdistac.example_suite import SuiteConfig
+
+    for f in dataclasses.fields(SuiteConfig):
+        assert f.metadata.get("help")

@@ -142,7 +142,7 @@ def render_scene(attrs: np.ndarray, rng: np.random.Generator, image_size: int = 
     if shifted:
         level = 110.0 + 0.45 * (level - 110.0)
         tint_rgb = 0.45 * tint_rgb
-        amplitude = (9.0, 19.0)[contrast]
+        amplitude = (12.0, 24.0)[contrast]
     period = 4.0 if stripes == 0 else 8.0
     phase = rng.uniform(0, period)
     coord = (yy, xx, (xx + yy) / np.sqrt(2.0))[texture]
@@ -188,7 +188,7 @@ def render_scene(attrs: np.ndarray, rng: np.random.Generator, image_size: int = 
     patch[glyph] = _INKS[ink]
 
     _draw_frame(img, frame, width=1, strength=0.6)
-    img += rng.normal(0.0, 10.0, size=img.shape)
+    img += rng.normal(0.0, 6.0, size=img.shape)
     return np.clip(img, 0, 255).round().astype(np.uint8)
 
 
