@@ -15,14 +15,18 @@ EOS = "<|endoftext|>"
 _PUNCT = list(".,:;\"'!?-()")
 
 
-def build_word_tokenizer(words: Iterable[str]):
-    """Build a CLIP BPE tokenizer whose merges spell every given word as one token.
+def build_word_tokenizer(words: Iterable[str], model_max_length: int = 32):
+    """Build a CLIP BPE tokenizer in which every given word (split on non-alphanumerics) is exactly one token.
 
-    Every lower-case character (and common punctuation) is in the vocabulary too, so unknown words still
-    tokenize (character by character) instead of failing.
+    Merges are added by simulating BPE: a word first takes every merge already known (lowest rank first, as
+    the tokenizer will apply them), and a new merge is appended only when none applies. Appending each
+    word's left-to-right merges naively lets an earlier word's merge (``r e`` from "red") fire inside a later
+    word ("three") and split it. Every lower-case character and common punctuation is in the vocabulary too,
+    so unknown words still tokenize (character by character).
 
     Args:
-        words: Words (split on non-letters) that must each become a single token.
+        words: Words or phrases whose words must each become a single token.
+        model_max_length: The tokenizer's maximum length.
 
     Returns:
         A ``transformers.CLIPTokenizer``.
@@ -39,20 +43,24 @@ def build_word_tokenizer(words: Iterable[str]):
     for c in chars:
         vocab.setdefault(c + "</w>", len(vocab))
     merges: list[tuple[str, str]] = []
-    seen_merges: set[tuple[str, str]] = set()
+    rank: dict[tuple[str, str], int] = {}
     for w in dict.fromkeys(tokens):  # ordered, unique
         pieces = list(w[:-1]) + [w[-1] + "</w>"]
         while len(pieces) > 1:
-            pair = (pieces[0], pieces[1])
-            merged = pair[0] + pair[1]
-            if pair not in seen_merges:
-                seen_merges.add(pair)
-                merges.append(pair)
+            known = [(rank[(a, b)], i) for i, (a, b) in enumerate(zip(pieces, pieces[1:], strict=False))
+                     if (a, b) in rank]
+            if known:
+                _, i = min(known)
+            else:
+                i = 0
+                rank[(pieces[0], pieces[1])] = len(merges)
+                merges.append((pieces[0], pieces[1]))
+            merged = pieces[i] + pieces[i + 1]
             vocab.setdefault(merged, len(vocab))
-            pieces = [merged] + pieces[2:]
+            pieces = pieces[:i] + [merged] + pieces[i + 2:]
     vocab[BOS] = len(vocab)
     vocab[EOS] = len(vocab)
-    return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=32)
+    return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=model_max_length)
 
 
 def tiny_clip_config(

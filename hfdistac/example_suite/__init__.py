@@ -48,9 +48,9 @@ figures):
   (b) hold and both merge comparisons of (c) and (d) go the paper's way, but the three stripe tasks
   (texture, contrast, stripes) fine-tune only to 63-73 %, so their high-LR norm ratio is ~2.2 (< 3) and
   the mean entropy ratio is ~4.5 (< 10); ``suite.json`` and the build's warning say so.
-- A tokenizer that keeps every word one token (:mod:`.tokenizer`): ``hfdistac.tiny.build_word_tokenizer``
-  splits some words (e.g. "three", "bottom") into pieces because its merges collide, which made long
-  captions exceed the 32-token context.
+- A tokenizer that keeps every word one token (``hfdistac.tiny.build_word_tokenizer``, which now simulates
+  BPE when adding merges): the earlier version split words such as "three" and "bottom" into pieces, which
+  made long captions exceed the 32-token context.
 """
 
 from __future__ import annotations

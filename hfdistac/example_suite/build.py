@@ -343,8 +343,7 @@ def _build_into(root: Path, config: SuiteConfig, plan: SuitePlan, progress: bool
 
     from .. import __version__
     from ..heads import build_head
-    from ..tiny import tiny_clip_config, tiny_image_processor
-    from .tokenizer import build_consistent_word_tokenizer
+    from ..tiny import build_word_tokenizer, tiny_clip_config, tiny_image_processor
     from .training import (
         accuracy,
         finetune_vision,
@@ -379,7 +378,7 @@ def _build_into(root: Path, config: SuiteConfig, plan: SuitePlan, progress: bool
     logger.info("wrote %d datasets", len(names))
 
     # 2. contrastive pretraining of the base CLIP ----------------------------------------------------------
-    tokenizer = build_consistent_word_tokenizer(vocabulary())
+    tokenizer = build_word_tokenizer(vocabulary())
     rng = np.random.default_rng([seed, 0])
     pre_attrs = sample_attributes(rng, plan.pretrain_images)
     pre_pixels = _processed(processor, render_scenes(pre_attrs, rng, plan.image_size, domain="pretrain"))
