@@ -218,10 +218,33 @@ def test_interrupted_build_leaves_nothing(tmp_path, monkeypatch):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(training, "finetune_vision", boom)
-    with pytest.raises(KeyboardInterrupt):
-        build_example_suite(tmp_path / "suite", num_tasks=2, progress=False, plan=TINY_PLAN)
+    with pytest.raises(KeyboardInterrupt):  # inline fine-tuning (one worker)
+        build_example_suite(tmp_path / "suite", num_tasks=2, progress=False, plan=TINY_PLAN, workers=1)
     assert not (tmp_path / "suite").exists()
     assert not list(tmp_path.glob(".suite.tmp-*"))
+
+
+def test_failed_worker_process_stops_the_build(tmp_path, monkeypatch):
+    import sys
+
+    from hfdistac.example_suite import build
+
+    def failing(work, index, count):
+        return [sys.executable, "-c", f"import sys; print('worker {index} broke'); sys.exit(3)"]
+
+    monkeypatch.setattr(build, "_worker_command", failing)
+    with pytest.raises(RuntimeError, match=r"(?s)exited with code 3.*worker \d broke"):
+        build_example_suite(tmp_path / "suite", num_tasks=2, progress=False, plan=TINY_PLAN, workers=2)
+    assert not (tmp_path / "suite").exists()
+    assert not list(tmp_path.glob(".suite.tmp-*"))
+
+
+def test_worker_processes_do_not_change_the_files(tmp_path):
+    one = build_example_suite(tmp_path / "one", num_tasks=2, seed=1, progress=False, plan=TINY_PLAN, workers=1)
+    two = build_example_suite(tmp_path / "two", num_tasks=2, seed=1, progress=False, plan=TINY_PLAN, workers=2)
+    assert _hashes(one.directory) == _hashes(two.directory)
+    assert one.figures["tasks"] == two.figures["tasks"]
+    assert not (two.directory / ".work").exists()
 
 
 def test_mismatch_task_and_other_settings(tmp_path):

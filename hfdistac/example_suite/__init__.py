@@ -30,24 +30,36 @@ figures):
   the text tower.
 - That made zero-shot nearly as good as fine-tuning (no gain). What keeps zero-shot well below fine-tuned
   accuracy is a *domain shift*, as between CLIP's web images and SVHN or EuroSAT: the base model is
-  pretrained on clean, saturated scenes without clutter; the tasks' images have washed-out colours,
-  compressed brightness/contrast, more noise, a thinner frame and a digit as clutter.
-- Tasks a width-32 ViT with 8-px patches actually learns: object shape, a drawn digit, position and count
-  were tried first; the first two were never learnt in pretraining (linear probes at chance) and the last two
-  fine-tuned to ~55 %, leaving near-uniform predictions that wrecked the entropy check (d). Global
-  attributes (colours, brightness, frame, stripes) are learnt; the most reliable come first, because the
-  test fixture builds only the first four.
+  pretrained on clean, saturated scenes; the tasks' images have washed-out colours, compressed brightness,
+  more noise, a fainter frame, a smaller mark and a thinner band.
+- Tasks a width-32 ViT with 8-px patches actually learns *and saturates on*. Conditions (c) and (d) need
+  every standard model to be accurate (>= 90 %) and confident: a task that fine-tunes slowly keeps its
+  standard task vector growing, so its 10x-learning-rate vector is only ~2.2x longer, and its entropy drags
+  the mean up. Tried and dropped: object shape and the digit (not learnt in pretraining), position and count
+  (~55 %), the background stripes' orientation, contrast and width (63-73 %), a lighting gradient and a
+  vignette (57-66 %). Kept: colours and brightness of large areas (objects, background, tint, frame) and
+  small saturated colour patches (a corner mark, a band, the digit's ink). Each patch colour has its own hue
+  family: a brown band next to an orange mark left the mark unlearnt in pretraining (zero-shot at chance).
+- The domain shift is tuned per task so that zero-shot lands between 40 and 80 %: the mark is washed
+  towards the background (0.6 colour + 0.4 background) and shrunk from 6 to 5 px, the band from 6 to 4 px
+  (0.65 + 0.35); with 0.45 + 0.55 the mark stayed at chance, with 0.65 + 0.35 (earlier variant) it was at
+  97 %. The digit's inks are unwashed and extreme (near-black, near-white, saturated pink): with softer inks
+  the ink task's norm ratio was 2.8-2.9.
+- 1,000 training images per task (900 after the held-out rows): with 480 the standard models generalised
+  worse (mean test entropy ~1.5x higher) and (d) failed.
 - Temperature fixed at 100 (OpenAI CLIP's final value). Learnt, it stayed near 13 and standard models
   could not become confident (entropy ratio ~1.3).
-- Small fine-tuning steps (AdamW 3e-4, cosine) so task vectors stay small (|τ|/|θ₀| ~ 3 %) and task
-  arithmetic can merge them (alpha ~0.4-0.75 instead of 0 with 1e-3), and 2,500 contrastive pretraining
+- Small fine-tuning steps (AdamW 3e-4, cosine, 450 steps) so task vectors stay small (|τ|/|θ₀| ~ 3 %) and
+  task arithmetic can merge them (alpha ~0.3 instead of 0 with 1e-3). A lower rate (2.5e-4) shrank the
+  high-LR/standard norm ratio (2.6x), and 600 steps did not help either. 2,500 contrastive pretraining
   steps so fine-tuning re-aligns features rather than building them.
-- One intra-op torch thread during the build: with 2 threads the floats (and, after 2,500 steps, the files)
-  differ from a 1-thread run such as the test suite's (``OMP_NUM_THREADS=1``).
-- Known gap (seed 0): with 4 tasks (the test fixture) all four conditions hold. With the default 8, (a) and
-  (b) hold and both merge comparisons of (c) and (d) go the paper's way, but the three stripe tasks
-  (texture, contrast, stripes) fine-tune only to 63-73 %, so their high-LR norm ratio is ~2.2 (< 3) and
-  the mean entropy ratio is ~4.5 (< 10); ``suite.json`` and the build's warning say so.
+- One intra-op torch thread per training run, so the files do not depend on the machine's thread settings
+  (reduction order changes the floats, and 2,500 training steps amplify that). The 24 fine-tuning runs are
+  spread over worker processes (one per core, at most 4; ``workers=``), each with its own seed: same files
+  with any number of workers (tested), and the default 8-task build takes 166 s on 2 idle cores (pretraining
+  ~90 s of it) instead of ~225 s in one process.
+- Seed 0, 8 tasks: (a) smallest gain 14.5 points; (b) 76.6 > 71.1; (c) norm ratio >= 3.1 (ink 3.13, the
+  tightest), merge 79.6 -> 74.6; (d) entropy ratio 12.0x, merge 79.6 -> 73.9.
 - A tokenizer that keeps every word one token (``hfdistac.tiny.build_word_tokenizer``, which now simulates
   BPE when adding merges): the earlier version split words such as "three" and "bottom" into pieces, which
   made long captions exceed the 32-token context.

@@ -73,7 +73,7 @@ class SuitePlan:
     num_layers: int = 2
     num_heads: int = 2
     patch_size: int = 8
-    n_train: int = 480
+    n_train: int = 1000
     n_test: int = 200
     val_fraction: float = 0.1
     pretrain_images: int = 4096
@@ -240,7 +240,7 @@ def _quiet_hf_progress():
 
 def build_example_suite(directory: str | Path, *, num_tasks: int = 8, seed: int = 0,
                         mismatch_task: str | None = None, progress: bool = True,
-                        plan: SuitePlan | None = None) -> SuiteSummary:
+                        plan: SuitePlan | None = None, workers: int | None = None) -> SuiteSummary:
     """Write the example suite to ``directory`` (or reuse it when it is already complete).
 
     The build happens in a hidden sibling directory that is renamed into place once ``suite.json`` (with
@@ -256,6 +256,8 @@ def build_example_suite(directory: str | Path, *, num_tasks: int = 8, seed: int 
             the first task).
         progress: Show tqdm progress bars.
         plan: Sizes and hyper-parameters (default :class:`SuitePlan`); for experiments.
+        workers: Processes that fine-tune the models in parallel (default: the CPU cores available, at most
+            4). Every run uses one torch thread and its own seed, so the files do not depend on it.
 
     Returns:
         A :class:`SuiteSummary`; its ``table()`` renders the figures of the four conditions.
@@ -294,7 +296,7 @@ def build_example_suite(directory: str | Path, *, num_tasks: int = 8, seed: int 
         # One intra-op thread: the same files whatever the machine's thread settings (reduction order changes
         # the floats, and 2,500 training steps amplify that), and faster for a 32-wide model anyway.
         with _torch_state(threads=1), _quiet_hf_progress():
-            fig = _build_into(tmp, config, plan, progress)
+            fig = _build_into(tmp, config, plan, progress, _default_workers() if workers is None else workers)
         fig["build_seconds"] = round(time.perf_counter() - t0, 2)
         (tmp / "README.md").write_text(files.suite_readme(_table_without_time(fig), config.task_names, seed),
                                        encoding="utf-8")
@@ -337,7 +339,78 @@ def _processed(processor, images: np.ndarray) -> torch.Tensor:
     return processor([Image.fromarray(a) for a in images], return_tensors="pt")["pixel_values"]
 
 
-def _build_into(root: Path, config: SuiteConfig, plan: SuitePlan, progress: bool) -> dict[str, Any]:
+def _default_workers() -> int:
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(cores, 4))
+
+
+def _worker_command(work: Path, index: int, count: int) -> list[str]:
+    """The command line of fine-tuning worker ``index`` of ``count`` (see :mod:`.worker`)."""
+    import sys
+
+    return [sys.executable, "-m", "hfdistac.example_suite.worker", str(work), str(index), str(count)]
+
+
+def _run_finetunes(work: Path, base_vm, jobs: list[dict[str, Any]], tensors: dict[str, torch.Tensor],
+                   logit_scale: float, workers: int, progress: bool) -> dict[str, torch.Tensor]:
+    """Run the fine-tuning jobs (see :mod:`.worker`) inline or in ``workers`` processes; return test logits."""
+    import subprocess
+
+    from safetensors.torch import load_file, save_file
+    from tqdm.auto import tqdm
+
+    from . import worker
+
+    work.mkdir(parents=True, exist_ok=True)
+    _save_vision_model(base_vm, work / worker.BASE_DIR)
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(work / worker.TENSORS_FILE))
+    spec = {"logit_scale": logit_scale, "jobs": jobs}
+    (work / worker.JOBS_FILE).write_text(json.dumps(spec), encoding="utf-8")
+    workers = max(1, min(workers, len(jobs)))
+    bar = tqdm(total=len(jobs), desc="fine-tune models", disable=not progress, dynamic_ncols=True)
+    with bar:
+        if workers == 1:
+            spec, loaded = worker.load_work(work)
+            for job in spec["jobs"]:
+                worker.run_job(work, job, spec, loaded, progress=progress)
+                bar.update(1)
+        else:
+            procs = []
+            logs = []
+            try:
+                for i in range(workers):
+                    log = open(work / f"worker-{i}.log", "wb")  # noqa: SIM115 (closed below)
+                    logs.append(log)
+                    procs.append(subprocess.Popen(_worker_command(work, i, workers), stdout=log,
+                                                  stderr=subprocess.STDOUT))
+                done = 0
+                while done < len(jobs):
+                    finished = sum(worker.job_logits_path(work, j["key"]).exists() for j in jobs)
+                    bar.update(finished - done)
+                    done = finished
+                    failed = [(i, p.returncode) for i, p in enumerate(procs) if p.poll() not in (None, 0)]
+                    if failed:
+                        i, code = failed[0]
+                        tail = (work / f"worker-{i}.log").read_text(errors="replace")[-2000:]
+                        raise RuntimeError(f"example-suite fine-tuning worker {i} exited with code {code}:\n{tail}")
+                    if done < len(jobs):
+                        if all(p.poll() == 0 for p in procs):
+                            raise RuntimeError("example-suite fine-tuning workers finished without every model")
+                        time.sleep(0.2)
+            finally:
+                for p in procs:
+                    if p.poll() is None:
+                        p.kill()
+                    p.wait()
+                for log in logs:
+                    log.close()
+    return {j["key"]: load_file(str(worker.job_logits_path(work, j["key"])))["logits"] for j in jobs}
+
+
+def _build_into(root: Path, config: SuiteConfig, plan: SuitePlan, progress: bool, workers: int) -> dict[str, Any]:
     import transformers
     from transformers import CLIPModel
 
@@ -346,7 +419,6 @@ def _build_into(root: Path, config: SuiteConfig, plan: SuitePlan, progress: bool
     from ..tiny import build_word_tokenizer, tiny_clip_config, tiny_image_processor
     from .training import (
         accuracy,
-        finetune_vision,
         load_vision_params,
         mean_entropy,
         predict_logits,
@@ -413,41 +485,44 @@ def _build_into(root: Path, config: SuiteConfig, plan: SuitePlan, progress: bool
     }
     task_fig: dict[str, Any] = {}
     tvs: dict[tuple[str, str], dict[str, torch.Tensor]] = {}
-    from tqdm.auto import tqdm
+    from safetensors.torch import load_file
 
-    runs = tqdm(total=len(names) * len(variants), desc="fine-tune models", disable=not progress,
-                dynamic_ncols=True)
-    with runs:
-        for ti, name in enumerate(names):
-            x_tr, y_tr = data[name]["train"]
-            x_te, y_te = data[name]["test"]
-            x_fit, y_fit = x_tr[n_val:], y_tr[n_val:]  # the first n_val rows are held out to choose alpha
-            zs = predict_logits(base_vm, heads[name], x_te)
-            t = {"classes": list(attrs[name].classes), "chance": round(100.0 / len(attrs[name].classes), 2),
-                 "zero_shot": {"accuracy": round(accuracy(zs, y_te), 2), "entropy": round(mean_entropy(zs), 4)}}
-            for variant, v in variants.items():
-                vm = copy.deepcopy(base_vm)
-                finetune_vision(vm, heads[name], x_fit, y_fit, steps=plan.finetune_steps,
-                                batch_size=plan.finetune_batch, lr=v["lr"], seed=seed * 1000 + ti,
-                                label_smoothing=v["label_smoothing"], desc=f"{name}{v['suffix'] or ''}",
-                                progress=progress)
-                logits = predict_logits(vm, heads[name], x_te)
-                w = vision_params(vm)
-                tv = {k: w[k] - theta0[k] for k in theta0}
-                tvs[(name, variant)] = tv
-                norm = float(torch.sqrt(sum(v_.double().pow(2).sum() for v_ in tv.values())))
-                t[variant] = {"accuracy": round(accuracy(logits, y_te), 2), "entropy": round(mean_entropy(logits), 5),
-                              "norm": round(norm, 4)}
-                out_dir = root / "models" / f"{name}{v['suffix']}"
-                _save_vision_model(vm, out_dir)
-                (out_dir / "README.md").write_text(files.model_card(
-                    name, variant, lr=v["lr"], steps=plan.finetune_steps, batch_size=plan.finetune_batch,
-                    label_smoothing=v["label_smoothing"], seed=seed * 1000 + ti,
-                    train_accuracy_note=f"Trained on `train` minus its first {n_val} rows (held out to choose "
-                                        "merging coefficients)."), encoding="utf-8")
-                del vm
-                runs.update(1)
-            task_fig[name] = t
+    zero_shot = {n: predict_logits(base_vm, heads[n], data[n]["test"][0]) for n in names}
+    tensors: dict[str, torch.Tensor] = {"head_projection": heads[names[0]].projection}
+    jobs = []
+    for ti, name in enumerate(names):
+        x_tr, y_tr = data[name]["train"]
+        # the first n_val rows of train are held out to choose alpha
+        tensors.update({f"{name}.x": x_tr[n_val:], f"{name}.y": y_tr[n_val:], f"{name}.x_test": data[name]["test"][0],
+                        f"{name}.head_weight": heads[name].weight})
+        for variant, v in variants.items():
+            jobs.append({"key": f"{name}/{variant}", "task": name, "classes": list(attrs[name].classes),
+                         "output": str(root / "models" / f"{name}{v['suffix']}"), "steps": plan.finetune_steps,
+                         "batch_size": plan.finetune_batch, "lr": v["lr"], "seed": seed * 1000 + ti,
+                         "label_smoothing": v["label_smoothing"]})
+    work = root / ".work"
+    test_logits = _run_finetunes(work, base_vm, jobs, tensors, float(clip.logit_scale.exp()), workers, progress)
+    for ti, name in enumerate(names):
+        y_te = data[name]["test"][1]
+        zs = zero_shot[name]
+        t = {"classes": list(attrs[name].classes), "chance": round(100.0 / len(attrs[name].classes), 2),
+             "zero_shot": {"accuracy": round(accuracy(zs, y_te), 2), "entropy": round(mean_entropy(zs), 4)}}
+        for variant, v in variants.items():
+            logits = test_logits[f"{name}/{variant}"]
+            w = {k: v_.float() for k, v_ in load_file(str(root / "models" / f"{name}{v['suffix']}" /
+                                                             "model.safetensors")).items()}
+            tv = {k: w[k] - theta0[k] for k in theta0}
+            tvs[(name, variant)] = tv
+            norm = float(torch.sqrt(sum(v_.double().pow(2).sum() for v_ in tv.values())))
+            t[variant] = {"accuracy": round(accuracy(logits, y_te), 2), "entropy": round(mean_entropy(logits), 5),
+                          "norm": round(norm, 4)}
+            (root / "models" / f"{name}{v['suffix']}" / "README.md").write_text(files.model_card(
+                name, variant, lr=v["lr"], steps=plan.finetune_steps, batch_size=plan.finetune_batch,
+                label_smoothing=v["label_smoothing"], seed=seed * 1000 + ti,
+                train_accuracy_note=f"Trained on `train` minus its first {n_val} rows (held out to choose "
+                                    "merging coefficients)."), encoding="utf-8")
+        task_fig[name] = t
+    shutil.rmtree(work)
 
     # 4. recipes -------------------------------------------------------------------------------------------
     mismatch = config.resolved_mismatch_task
