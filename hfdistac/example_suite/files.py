@@ -53,7 +53,6 @@ def dataset_card(attr: Attribute, n_train: int, n_test: int, image_size: int, se
             "features": [{"name": "image", "dtype": "image"},
                          {"name": "label", "dtype": {"class_label": {"names": {
                              str(i): c for i, c in enumerate(attr.classes)}}}}],
-            "splits": [{"name": "train", "num_examples": n_train}, {"name": "test", "num_examples": n_test}],
         },
         "configs": [{"config_name": "default", "data_files": [
             {"split": "train", "path": "data/train-*"}, {"split": "test", "path": "data/test-*"}]}],
@@ -63,7 +62,8 @@ def dataset_card(attr: Attribute, n_train: int, n_test: int, image_size: int, se
 # Synthetic task `{attr.name}` (hfdistac example suite)
 
 {image_size}×{image_size} px synthetic scenes (tinted striped background, one to three objects in one half of
-the image, a digit in the other half), labelled by **{attr.description}**: {classes}.
+the image, a digit in the other half, often a coloured band and a corner mark), labelled by
+**{attr.description}**: {classes}.
 Every task of the suite draws its images from the same scene generator and labels a different attribute.
 
 Generated offline by `hfdistac example-suite` (seed {seed}): {n_train} train and {n_test} test images.
