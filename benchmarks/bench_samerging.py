@@ -8,6 +8,7 @@ heads, individual-model accuracies) so that no configuration pays for them. The 
 Compared (same data, same evaluation):
 
 * ``task_arithmetic``: τ = Σ_t τ_t, α searched on the validation grid {0, 0.05, …, 1} (21 evaluations).
+* ``tsvm``: TSV-M, α searched on the same grid.
 * ``samerging``: learned coefficients (default 1,000 ASAM steps; ``--steps`` to change), α fixed at 1.
 * ``samerging (released)``: the released code's non-re-merged SAM (``--released-sam``).
 
@@ -34,6 +35,7 @@ from pathlib import Path
 
 CONFIGS = {
     "task_arithmetic": ["--method", "task_arithmetic"],
+    "tsvm": ["--method", "tsvm"],
     "samerging": ["--method", "samerging"],
     "samerging (released)": ["--method", "samerging", "--released-sam"],
 }
