@@ -924,7 +924,7 @@ def run_condition(config: ConditionConfig) -> dict:
         if not torch.isfinite(total):
             bar.close()
             raise TrainingError(f"non-finite loss at step {step + 1} (KD {float(kd_mean):.4g}, anchor "
-                                f"{float(anchor_term):.4g}); nothing was written",
+                                f"{float(anchor_term.detach()):.4g}); nothing was written",
                                 "lower --lr, check the temperatures, or use --mixed-precision no")
         grad_norm = accelerator.clip_grad_norm_(student.parameters(), cfg.max_grad_norm) \
             if cfg.max_grad_norm > 0 else None
