@@ -124,9 +124,11 @@ def classify(norm: float, norm_ratio: float | None, mean_others: float | None, n
         kappa, target = mean_others / norm, mean_others
     reasons = []
     if NORM_MISMATCH in flags:
-        reasons.append(f"task vector is {norm_ratio:.1f}x the median norm of the others")
+        reasons.append(f"task vector is {norm_ratio:.1f}x the median norm of the others (threshold "
+                       f"{norm_threshold:g}x)")
     if LOW_CONFIDENCE in flags:
-        reasons.append(f"mean prediction entropy is {normalized_entropy:.0%} of the maximum")
+        reasons.append(f"mean prediction entropy is {normalized_entropy:.1%} of the maximum (threshold "
+                       f"{entropy_threshold:.1%})")
     reason = "; ".join(reasons)
     return flags, {"action": "distac", "preset": preset, "kappa": kappa, "target_norm": target,
                    "teacher_temperature": t_tcr, "student_temperature": t_stu, "reason": reason}

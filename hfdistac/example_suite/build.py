@@ -397,7 +397,9 @@ def _run_finetunes(work: Path, base_vm, jobs: list[dict[str, Any]], tensors: dic
                         tail = (work / f"worker-{i}.log").read_text(errors="replace")[-2000:]
                         raise RuntimeError(f"example-suite fine-tuning worker {i} exited with code {code}:\n{tail}")
                     if done < len(jobs):
-                        if all(p.poll() == 0 for p in procs):
+                        # every worker exited cleanly: count again (one may have finished since the count above)
+                        if all(p.poll() == 0 for p in procs) and \
+                                sum(worker.job_logits_path(work, j["key"]).exists() for j in jobs) < len(jobs):
                             raise RuntimeError("example-suite fine-tuning workers finished without every model")
                         time.sleep(0.2)
             finally:
