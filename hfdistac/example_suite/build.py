@@ -372,10 +372,9 @@ def _run_finetunes(work: Path, base_vm, jobs: list[dict[str, Any]], tensors: dic
     workers = max(1, min(workers, len(jobs)))
     bar = tqdm(total=len(jobs), desc="fine-tune models", disable=not progress, dynamic_ncols=True)
     with bar:
-        if workers == 1:
-            spec, loaded = worker.load_work(work)
-            for job in spec["jobs"]:
-                worker.run_job(work, job, spec, loaded, progress=progress)
+        if workers == 1:  # inline, from the same base file the workers would read
+            for job in jobs:
+                worker.run_job(work, job, spec, tensors, progress=progress)
                 bar.update(1)
         else:
             procs = []

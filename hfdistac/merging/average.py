@@ -11,7 +11,8 @@ from dataclasses import dataclass
 
 import torch
 
-from .primitives import TaskVectors, check_task_vectors, load_float32
+from .primitives import TaskVectors
+from .task_arithmetic import task_arithmetic_merge
 
 
 @dataclass(frozen=True)
@@ -31,12 +32,7 @@ def average_merge(task_vectors: TaskVectors) -> dict[str, torch.Tensor]:
     Raises:
         InputError: if the task vectors are empty or their keys/shapes differ.
     """
-    keys = check_task_vectors(task_vectors)
-    n_tasks = len(task_vectors)
-    merged: dict[str, torch.Tensor] = {}
-    for key in keys:
-        total = load_float32(task_vectors[0], key).clone()
-        for tv in task_vectors[1:]:
-            total += load_float32(tv, key)
-        merged[key] = total / n_tasks
+    merged = task_arithmetic_merge(task_vectors)  # Σ_t τ_t (checks the task vectors)
+    for total in merged.values():
+        total /= len(task_vectors)
     return merged
