@@ -26,6 +26,7 @@ from hfdistac.distac import (
     distillation_loss,
     effective_warmup,
     global_batch_indices,
+    project_to_ball,
     run_condition,
 )
 from hfdistac.errors import InputError, TrainingError
@@ -113,6 +114,15 @@ def test_anchor_penalty_is_squared_l2_paired_by_name():
         anchor_penalty(theta, {"a": anchor["a"], "c": anchor["b"]})
 
 
+def test_project_to_ball_scales_the_task_vector_back():
+    center = {"a": torch.tensor([1.0, 1.0]), "b": torch.tensor([[2.0]])}
+    theta = {"b": torch.tensor([[2.0]]), "a": torch.tensor([4.0, 5.0])}  # θ − θ₀ = (3, 4, 0): norm 5
+    assert project_to_ball(theta, center, 10.0) is None and theta["a"].tolist() == [4.0, 5.0]  # inside: untouched
+    assert project_to_ball(theta, center, 2.5) == pytest.approx(5.0)  # returns the norm it had
+    assert theta["a"].tolist() == pytest.approx([2.5, 3.0]) and theta["b"].tolist() == [[2.0]]  # direction kept
+    assert project_to_ball(theta, center, 2.5) is None  # now on the sphere
+
+
 def test_compute_kappa_rules():
     assert compute_kappa(10.0) == (1.0, 10.0)
     assert compute_kappa(10.0, kappa=0.5) == (0.5, 5.0)
@@ -147,6 +157,8 @@ def test_schedule_and_batches():
     ({"teacher_temperature": 0.0}, "--teacher-temperature must be > 0"),
     ({"student_temperature": -1.0}, "--student-temperature must be > 0"),
     ({"beta": -0.1}, "--beta must be >= 0"),
+    ({"max_norm_ratio": 0.9}, "--max-norm-ratio must be >= 1"),
+    ({"max_norm_ratio": float("nan")}, "--max-norm-ratio must be >= 1"),
     ({"steps": 0}, "--steps must be >= 1"),
     ({"kappa": 0.5, "target_norm": 2.0}, "mutually exclusive"),
     ({"kappa": 0.5, "reference": ["x"]}, "mutually exclusive"),
@@ -205,6 +217,25 @@ def test_loop_distils_toward_teacher_and_keeps_teacher_out_of_the_optimizer(tiny
     assert {id(p) for p in optimised} == {id(p) for p in student.vision_model.parameters()}  # tower only
     assert not list(student.head_weight.shape) == [] and not student.head_weight.requires_grad
     assert set(os.listdir(out)) == EXPECTED_FILES
+
+
+def test_max_norm_ratio_bounds_the_conditioned_norm(tiny, tmp_path):
+    common = dict(model=str(tiny.ft_long), reference=[str(tiny.ft_a), str(tiny.ft_b)], **{**FAST, "steps": 12})
+    free = run_condition(ConditionConfig(output=str(tmp_path / "free"), **common))
+    assert free["max_norm_ratio"] is None and free["projected_steps"] is None  # default: Algorithm 1 exactly
+    assert free["norm_after"] > free["target_norm"]  # the free run grows past the target (what R = 1 must stop)
+    r = run_condition(ConditionConfig(output=str(tmp_path / "bound"), max_norm_ratio=1.0, **common))
+    assert r["norm_after"] <= r["target_norm"] * (1 + 1e-5)
+    assert r["max_norm_ratio"] == 1.0 and 1 <= r["projected_steps"] <= 12
+    assert r["history"][-1]["projected_steps"] == r["projected_steps"]
+    assert r["history"][-1]["kd_loss"] < r["history"][0]["kd_loss"]  # still distils
+    card = (tmp_path / "bound" / "README.md").read_text()
+    assert "hfdistac extension, not in the paper" in card and f"{r['projected_steps']} of" in card
+    assert "extension" not in (tmp_path / "free" / "README.md").read_text()
+    from safetensors import safe_open
+
+    with safe_open(str(tmp_path / "bound" / "task_vector.safetensors"), framework="pt") as f:
+        assert f.metadata()["max_norm_ratio"] == "1.0"
 
 
 def test_cached_teacher_logits_equal_teacher_forward_every_step(tiny, tmp_path):
@@ -290,6 +321,7 @@ def test_condition_help(capsys):
     (["--teacher-temperature", "0"], "--teacher-temperature must be > 0"),
     (["--student-temperature", "-2"], "--student-temperature must be > 0"),
     (["--beta", "-0.5"], "--beta must be >= 0"),
+    (["--max-norm-ratio", "0.5"], "--max-norm-ratio must be >= 1"),
     (["--steps", "0"], "--steps must be >= 1"),
     (["--batch-size", "1000"], "larger than the data"),
     (["--data", "{data5}"], "has 5 classes but the model was fine-tuned on"),
@@ -396,9 +428,11 @@ d.run_condition(d.ConditionConfig(**config))
 
 @pytest.mark.slow
 def test_sigkill_then_resume_equals_uninterrupted(tiny, tmp_path):
+    # max_norm_ratio 1: the sharpened student grows past ‖τ‖ and is projected back, so the projection's
+    # counter must survive the resume as well
     args = dict(model=str(tiny.ft_a), preset="confidence", steps=10, batch_size=16, lr=1e-3, eval_limit=12,
-                progress=False, micro_batch_size=8, log_every=1)
-    run_condition(ConditionConfig(output=str(tmp_path / "straight"), **args))
+                progress=False, micro_batch_size=8, log_every=1, max_norm_ratio=1.0)
+    straight = run_condition(ConditionConfig(output=str(tmp_path / "straight"), **args))
 
     out = tmp_path / "resumed"
     ckpt = tmp_path / "ckpt"
@@ -424,6 +458,7 @@ def test_sigkill_then_resume_equals_uninterrupted(tiny, tmp_path):
         run_condition(ConditionConfig(**config))
     report = run_condition(ConditionConfig(**config, resume=True))
     assert [h["step"] for h in report["history"]] == list(range(1, 11))  # history carried over
+    assert report["projected_steps"] == straight["projected_steps"] > 0
     assert _max_diff(_weights(tmp_path / "straight"), _weights(out)) < 1e-6
     assert not ckpt.exists()  # removed after success
 

@@ -12,8 +12,10 @@ EXAMPLES = """\
       --reference tanganke/clip-vit-base-patch32_mnist tanganke/clip-vit-base-patch32_dtd --output svhn-distac
   # low confidence (label smoothing): kappa = 1, temperatures (1, 10)
   hfdistac condition ./my-smoothed-model --preset confidence --output smoothed-distac
-  # driven by a recipe: model, base and dataset of task 'shape', reference = the recipe's other tasks
-  hfdistac condition --recipe example-suite/recipes/norm-mismatch.yaml --task shape --output shape-distac
+  # driven by a recipe: model, base and dataset of task 'colour', reference = the recipe's other tasks
+  hfdistac condition --recipe example-suite/recipes/norm-mismatch.yaml --task colour --output colour-distac
+  # the same, keeping the result within 15 % of the target norm (hfdistac extension, not in the paper)
+  hfdistac condition --recipe example-suite/recipes/norm-mismatch.yaml --task colour --max-norm-ratio 1.15
   # two processes (CPU shown; on GPUs drop ACCELERATE_USE_CPU and --multi_gpu picks them up)
   ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes 2 -m hfdistac.cli.main condition \\
       ./model --preset confidence --output out --checkpoint-every 100   # later: add --resume"""
@@ -36,7 +38,9 @@ def _run(cfg: ConditionConfig) -> int:
                      report.get(f"ece_{suffix}")])
     print(table(["model", "norm", "acc %", "entropy", "ECE"], rows))
     print(f"\npreset {report['preset']}: kappa={report['kappa']:.4g}, target norm {report['target_norm']:.4g}, "
-          f"final norm / target {report['norm_after_over_target']:.3f}, T=({report['teacher_temperature']:g}, "
+          f"final norm / target {report['norm_after_over_target']:.3f}"
+          + (f" (bounded by {report['max_norm_ratio']:g}x: {report['projected_steps']} steps projected)"
+             if report.get("max_norm_ratio") else "") + f", T=({report['teacher_temperature']:g}, "
           f"{report['student_temperature']:g}), {report['steps']} steps on {report['num_processes']} process(es)")
     print(f"wrote {report['output']}")
     if report.get("pushed"):
