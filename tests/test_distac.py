@@ -382,17 +382,20 @@ def test_cli_end_to_end_writes_every_file(tiny, tmp_path):
 
 
 @pytest.mark.slow
-def test_two_cpu_processes_agree_with_one(tiny, tmp_path):
+@pytest.mark.parametrize("lr, bound", [(1e-4, None), (1e-3, 1.0)])  # the second: every rank projects alike
+def test_two_cpu_processes_agree_with_one(tiny, tmp_path, lr, bound):
     args = dict(model=str(tiny.ft_long), reference=[str(tiny.ft_a), str(tiny.ft_b)], steps=6, batch_size=16,
-                lr=1e-4, eval_limit=12, progress=False)
+                lr=lr, eval_limit=12, progress=False, max_norm_ratio=bound)
     single = run_condition(ConditionConfig(output=str(tmp_path / "one"), **args))
     out2 = tmp_path / "two"
     env = dict(_env(), ACCELERATE_USE_CPU="1")
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "0",
            "-m", "hfdistac.cli.main", "condition", args["model"], "--reference", *args["reference"], "--steps", "6",
-           "--batch-size", "16", "--micro-batch-size", "4", "--lr", "1e-4", "--eval-limit", "12", "--output",
+           "--batch-size", "16", "--micro-batch-size", "4", "--lr", str(lr), "--eval-limit", "12", "--output",
            str(out2), "--no-progress"]  # 2 processes x 2 micro-batches of 4 (accumulation under DDP no_sync)
+    if bound is not None:
+        cmd += ["--max-norm-ratio", str(bound)]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     two = json.loads((out2 / "report.json").read_text())
@@ -402,6 +405,9 @@ def test_two_cpu_processes_agree_with_one(tiny, tmp_path):
     assert proc.stdout.count("wrote ") == 1  # only the main process prints
     assert _tv_rel_diff(_weights(tmp_path / "one"), _weights(out2), tiny.base) < 1e-3
     assert two["norm_after"] == pytest.approx(single["norm_after"], rel=1e-5)
+    assert two["projected_steps"] == single["projected_steps"]
+    if bound is not None:
+        assert single["projected_steps"] > 0 and two["norm_after"] <= two["target_norm"] * (1 + 1e-5)
     for a, b in zip(single["history"], two["history"], strict=True):
         assert a["kd_loss"] == pytest.approx(b["kd_loss"], rel=1e-3, abs=1e-6)
 
