@@ -38,7 +38,6 @@ SCENARIOS = [
 ]
 
 
-
 @dataclass
 class DemoConfig:
     """``hfdistac demo``: diagnose, condition, merge and compare on the example suite, offline."""

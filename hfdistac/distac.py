@@ -75,7 +75,6 @@ _TRAINING_KEYS = ("kappa", "teacher_temperature", "student_temperature", "beta",
                   "weight_decay", "warmup_steps", "batch_size", "max_grad_norm", "seed", "train_split", "train_limit")
 
 
-
 # ------------------------------------------------------------------------------------------------ config
 @dataclass
 class ConditionConfig:
@@ -312,9 +311,7 @@ def project_to_ball(params_by_name: Mapping[str, torch.Tensor], center_by_name: 
     Returns:
         The norm before projection when it exceeded ``radius`` (θ was scaled back), else ``None``.
     """
-    sq = torch.stack([(p.detach().float() - center_by_name[n].float()).pow(2).sum()
-                      for n, p in params_by_name.items()]).double().sum()
-    norm = float(sq.sqrt())
+    norm = task_vector_norm(params_by_name, center_by_name)
     if norm <= radius:
         return None
     factor = radius / norm
@@ -410,11 +407,10 @@ def global_batch_indices(num_examples: int, batch_size: int, step: int, seed: in
 
 
 def task_vector_norm(params_by_name: Mapping[str, torch.Tensor], base_by_name: Mapping[str, torch.Tensor]) -> float:
-    """‖θ − θ₀‖ over parameters paired by name (float64 accumulation)."""
-    total = 0.0
-    for name, p in params_by_name.items():
-        total += float((p.detach().double().cpu() - base_by_name[name].double()).pow(2).sum())
-    return math.sqrt(total)
+    """‖θ − θ₀‖ over parameters paired by name (float64, on the parameters' device, one host sync)."""
+    squares = [(p.detach().double() - base_by_name[name].to(p.device, torch.float64)).pow(2).sum()
+               for name, p in params_by_name.items()]
+    return math.sqrt(float(torch.stack(squares).sum())) if squares else 0.0
 
 
 # ------------------------------------------------------------------------------------------------ data
@@ -979,7 +975,7 @@ def run_condition(config: ConditionConfig) -> dict:
         bar.update(1)
         done = step + 1
         if done % cfg.log_every == 0 or done == cfg.steps or done == 1:
-            norm_now = task_vector_norm(params_by_name, theta0_cpu)
+            norm_now = task_vector_norm(params_by_name, theta0_dev or theta0_cpu)  # θ₀ on device when bounded
             record = {"step": done, "kd_loss": float(kd_mean), "anchor": float(anchor_term.detach()),
                       "loss": float(total), "norm": norm_now, "norm_ratio": norm_now / target_norm,
                       "entropy": float(accelerator.reduce(entropy_sum, "mean")),
@@ -1008,8 +1004,8 @@ def run_condition(config: ConditionConfig) -> dict:
     ranks = accelerator.gather(torch.tensor([rank], device=accelerator.device)).cpu().tolist()
     theta = {n: p.detach().float().cpu().clone() for n, p in params_by_name.items()}
     report = _report(inputs, resolved, kappa, target_norm, theta, teacher_metrics, rescaled_metrics, final_metrics,
-                     history, diagnosis, ranks, accumulation, use_cache)
-    report["projected_steps"] = projected_steps if radius is not None else None
+                     history, diagnosis, ranks, accumulation, use_cache,
+                     projected_steps if radius is not None else None)
     ratio = report["norm_after_over_target"]
     if radius is None and preset in ("norm", "both") and abs(ratio - 1) > 0.15 and accelerator.is_main_process:
         logger.warning("the conditioned task vector ends at %.2fx the target norm (the paper reports ~1.1x); "
@@ -1033,7 +1029,8 @@ def run_condition(config: ConditionConfig) -> dict:
 # ------------------------------------------------------------------------------------------------ outputs
 def _report(inputs: _Inputs, resolved: ConditionConfig, kappa: float, target_norm: float,
             theta: dict[str, torch.Tensor], teacher: dict | None, rescaled: dict | None, final: dict | None,
-            history: list[dict], diagnosis: dict | None, ranks: list[int], accumulation: int, cached: bool) -> dict:
+            history: list[dict], diagnosis: dict | None, ranks: list[int], accumulation: int, cached: bool,
+            projected_steps: int | None) -> dict:
     norm_after = task_vector_norm(theta, inputs.theta0)
     report: dict[str, Any] = {
         "method": "distac", "paper": PAPER_URL,
@@ -1046,8 +1043,8 @@ def _report(inputs: _Inputs, resolved: ConditionConfig, kappa: float, target_nor
         "norm_before": inputs.norm, "norm_rescaled": kappa * inputs.norm, "norm_after": norm_after,
         "norm_after_over_target": norm_after / target_norm, "reference_norms": inputs.reference_norms,
         "teacher_temperature": resolved.teacher_temperature, "student_temperature": resolved.student_temperature,
-        "beta": resolved.beta, "max_norm_ratio": resolved.max_norm_ratio, "steps": resolved.steps, "lr": resolved.lr,
-        "weight_decay": resolved.weight_decay,
+        "beta": resolved.beta, "max_norm_ratio": resolved.max_norm_ratio, "projected_steps": projected_steps,
+        "steps": resolved.steps, "lr": resolved.lr, "weight_decay": resolved.weight_decay,
         "warmup_steps": resolved.warmup_steps, "batch_size": resolved.batch_size,
         "micro_batch_size": resolved.micro_batch_size, "gradient_accumulation": accumulation,
         "num_processes": len(ranks), "ranks": ranks, "teacher_logits_cached": cached,

@@ -48,7 +48,6 @@ NOT_IN_ALL = ("samerging",)
 SAMERGING_OBJECTIVES = ("kd", "entropy")
 
 
-
 @dataclass
 class MergeConfig:
     """``hfdistac merge``: merge a recipe's task vectors, choose α on validation, evaluate on test."""

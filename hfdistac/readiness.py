@@ -30,7 +30,6 @@ VERDICTS = {"ready": "ready to merge", "norm_mismatch": "norm mismatch", "low_co
             "both": "norm mismatch and low confidence"}
 
 
-
 @dataclass
 class CardConfig:
     """``hfdistac card``: a merge-readiness card for any existing CLIP checkpoint."""

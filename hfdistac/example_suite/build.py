@@ -385,9 +385,12 @@ def _run_finetunes(work: Path, base_vm, jobs: list[dict[str, Any]], tensors: dic
                     logs.append(log)
                     procs.append(subprocess.Popen(_worker_command(work, i, workers), stdout=log,
                                                   stderr=subprocess.STDOUT))
+                def finished_jobs() -> int:
+                    return sum(worker.job_logits_path(work, j["key"]).exists() for j in jobs)
+
                 done = 0
                 while done < len(jobs):
-                    finished = sum(worker.job_logits_path(work, j["key"]).exists() for j in jobs)
+                    finished = finished_jobs()
                     bar.update(finished - done)
                     done = finished
                     failed = [(i, p.returncode) for i, p in enumerate(procs) if p.poll() not in (None, 0)]
@@ -397,8 +400,7 @@ def _run_finetunes(work: Path, base_vm, jobs: list[dict[str, Any]], tensors: dic
                         raise RuntimeError(f"example-suite fine-tuning worker {i} exited with code {code}:\n{tail}")
                     if done < len(jobs):
                         # every worker exited cleanly: count again (one may have finished since the count above)
-                        if all(p.poll() == 0 for p in procs) and \
-                                sum(worker.job_logits_path(work, j["key"]).exists() for j in jobs) < len(jobs):
+                        if all(p.poll() == 0 for p in procs) and finished_jobs() < len(jobs):
                             raise RuntimeError("example-suite fine-tuning workers finished without every model")
                         time.sleep(0.2)
             finally:
@@ -417,6 +419,7 @@ def _build_into(root: Path, config: SuiteConfig, plan: SuitePlan, progress: bool
 
     from .. import __version__
     from ..heads import build_head
+    from ..task_vectors import global_norm
     from ..tiny import build_word_tokenizer, tiny_clip_config, tiny_image_processor
     from .training import (
         accuracy,
@@ -514,7 +517,7 @@ def _build_into(root: Path, config: SuiteConfig, plan: SuitePlan, progress: bool
                                                              "model.safetensors")).items()}
             tv = {k: w[k] - theta0[k] for k in theta0}
             tvs[(name, variant)] = tv
-            norm = float(torch.sqrt(sum(v_.double().pow(2).sum() for v_ in tv.values())))
+            norm = global_norm(tv)
             t[variant] = {"accuracy": round(accuracy(logits, y_te), 2), "entropy": round(mean_entropy(logits), 5),
                           "norm": round(norm, 4)}
             (root / "models" / f"{name}{v['suffix']}" / "README.md").write_text(files.model_card(
