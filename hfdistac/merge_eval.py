@@ -35,6 +35,7 @@ import torch
 
 from .configs import help_field as _h
 from .errors import CheckpointError, InputError
+from .metrics import top1_accuracy
 
 logger = logging.getLogger(__name__)
 
@@ -247,7 +248,7 @@ def _eval_split(model, head, split: _Split, device, mixed_precision) -> tuple[fl
     logits, labels = predict(model, head, split.batches(), device=device, mixed_precision=mixed_precision)
     if labels is None:
         raise InputError(f"dataset {split.data.spec.reference!r} has no labels; accuracy needs a labeled split")
-    return 100.0 * float((logits.argmax(-1) == labels).float().mean()), logits, labels
+    return top1_accuracy(logits, labels), logits, labels
 
 
 def _set_weights(model, theta0: Mapping[str, torch.Tensor], tau: Mapping[str, torch.Tensor] | None, alpha: float):

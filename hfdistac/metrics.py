@@ -15,6 +15,13 @@ def entropy(logits: torch.Tensor) -> torch.Tensor:
     return -(logp.exp() * logp).sum(dim=-1)
 
 
+def top1_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    """Top-1 accuracy in percent, counted exactly (``100 * correct / n`` in Python floats, so 193 of 200 is
+    96.5, not float32's 96.4999...)."""
+    n = int(labels.numel())
+    return 100.0 * int((logits.argmax(dim=-1) == labels).sum()) / n if n else float("nan")
+
+
 def expected_calibration_error(logits: torch.Tensor, labels: torch.Tensor, n_bins: int = 15) -> float:
     """ECE with ``n_bins`` equal-width bins over the max probability."""
     probs = torch.softmax(logits.float(), dim=-1)
@@ -67,7 +74,7 @@ def classification_metrics(logits: torch.Tensor, labels: torch.Tensor | None = N
     }
     if labels is not None:
         labels = labels.long()
-        out["accuracy"] = 100.0 * float((logits.argmax(dim=-1) == labels).float().mean())
+        out["accuracy"] = top1_accuracy(logits, labels)
         out["ece"] = expected_calibration_error(logits, labels)
         out["nll"] = float(torch.nn.functional.cross_entropy(logits, labels))
     return out

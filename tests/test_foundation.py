@@ -269,3 +269,15 @@ def test_missing_split_and_path(tiny, tmp_path):
         load_image_data(DatasetSpec(str(tiny.data)), "validation_matched")
     with pytest.raises(ReferenceNotFoundError):
         load_image_data(DatasetSpec(str(tmp_path / "missing")), "train")
+
+
+def test_accuracy_is_counted_exactly():
+    from hfdistac.metrics import classification_metrics, top1_accuracy
+
+    labels = torch.zeros(200, dtype=torch.long)
+    logits = torch.zeros(200, 3)
+    logits[:193, 0] = 1.0  # 193 of 200 right
+    logits[193:, 1] = 1.0
+    # float32's mean would give 96.49999737...; a threshold such as "within 2 points of 98.5" must see 96.5
+    assert top1_accuracy(logits, labels) == 96.5
+    assert classification_metrics(logits, labels)["accuracy"] == 96.5

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from ..heads import Head, ZeroShotClassifier
-from ..metrics import entropy
+from ..metrics import entropy, top1_accuracy
 
 logger = logging.getLogger(__name__)
 
@@ -154,7 +154,7 @@ def predict_logits(vision_model: nn.Module, head: Head, pixel_values: torch.Tens
 
 def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
     """Top-1 accuracy in percent."""
-    return 100.0 * float((logits.argmax(-1) == labels).float().mean())
+    return top1_accuracy(logits, labels)
 
 
 def mean_entropy(logits: torch.Tensor) -> float:
