@@ -73,7 +73,7 @@ class SuitePlan:
     num_layers: int = 2
     num_heads: int = 2
     patch_size: int = 8
-    n_train: int = 1000
+    n_train: int = 2000
     n_test: int = 200
     val_fraction: float = 0.1
     pretrain_images: int = 4096

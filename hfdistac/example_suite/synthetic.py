@@ -172,7 +172,7 @@ def render_scene(attrs: np.ndarray, rng: np.random.Generator, image_size: int = 
     slot = (long1 - long0) / n_obj
     col = np.clip(_COLOURS[colour] + rng.uniform(-20, 20, size=3), 0, 255)
     if shifted:
-        col = 0.5 * col + 0.5 * level
+        col = 0.6 * col + 0.4 * level
     for i in range(n_obj):
         c_long = long0 + slot * (i + 0.5) + rng.uniform(-1.0, 1.0)
         c_short = short_c + rng.uniform(-2.0, 2.0)
