@@ -62,10 +62,10 @@ figures):
 - One intra-op torch thread per training run, so the files do not depend on the machine's thread settings
   (reduction order changes the floats, and 2,500 training steps amplify that). The 24 fine-tuning runs are
   spread over worker processes (one per core, at most 4; ``workers=``), each with its own seed: same files
-  with any number of workers (tested), and the default 8-task build takes 166 s on 2 idle cores (pretraining
-  ~90 s of it) instead of ~225 s in one process.
-- Seed 0, 8 tasks: (a) smallest gain 14.5 points; (b) 76.6 > 71.1; (c) norm ratio >= 3.1 (ink 3.13, the
-  tightest), merge 79.6 -> 74.6; (d) entropy ratio 12.0x, merge 79.6 -> 73.9.
+  with any number of workers (tested), and the default 8-task build takes 155 s on 2 idle cores (pretraining
+  ~90 s of it; with the earlier 1,000-image plan 166 s instead of ~225 s in one process).
+- Seed 0, 8 tasks: (a) smallest gain 13.5 points (colour); (b) 75.4 > 71.3; (c) norm ratio >= 3.5 (ink 3.52,
+  the tightest), merge 77.2 -> 74.3; (d) entropy ratio 13.4x, merge 77.2 -> 73.0.
 - A tokenizer that keeps every word one token (``hfdistac.tiny.build_word_tokenizer``, which now simulates
   BPE when adding merges): the earlier version split words such as "three" and "bottom" into pieces, which
   made long captions exceed the 32-token context.
