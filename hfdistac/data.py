@@ -84,7 +84,30 @@ def _load_local(path: Path, split: str, streaming: bool):
                 raise DataError(f"dataset {str(path)!r} has no split {split!r} (it has {sorted(ds)})")
             ds = ds[split]
         return ds.to_iterable_dataset() if streaming else ds
-    return datasets.load_dataset(str(path), split=split, streaming=streaming)
+    return _load_local_dir(path, split, streaming)
+
+
+def _load_local_dir(path: Path, split: str, streaming: bool):
+    """A split of a local dataset directory (parquet/csv/json files or an image folder, with or without a card).
+
+    Not ``datasets.load_dataset(DIR)``: for a directory whose README declares ``configs`` (what
+    ``push_to_hub`` and the example suite write), ``datasets`` (5.x) names its cache after the card and the
+    directory's name only, so a rebuilt or different directory of the same name and card silently reads the
+    first one's cached rows (measured: a rebuilt 2,000-image suite task read as the earlier 1,000-image
+    build). So the data files are resolved here and loaded with explicit ``data_files``, whose cache key
+    includes each file's path and modification time, keeping the card's features (ClassLabel names).
+    """
+    import datasets
+
+    builder = datasets.load_dataset_builder(str(path))
+    files = builder.config.data_files
+    if not files:
+        return datasets.load_dataset(str(path), split=split, streaming=streaming)
+    if split not in files:
+        raise DataError(f"dataset {str(path)!r} has no split {split!r} (it has {sorted(files)})",
+                        "choose one of the dataset's splits (e.g. train, test)")
+    return datasets.load_dataset(builder.name, data_files={split: list(files[split])}, split=split,
+                                 features=builder.info.features, streaming=streaming)
 
 
 def load_split(spec: DatasetSpec, split: str, *, streaming: bool | None = None):

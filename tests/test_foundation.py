@@ -281,3 +281,26 @@ def test_accuracy_is_counted_exactly():
     # float32's mean would give 96.49999737...; a threshold such as "within 2 points of 98.5" must see 96.5
     assert top1_accuracy(logits, labels) == 96.5
     assert classification_metrics(logits, labels)["accuracy"] == 96.5
+
+
+def test_a_rebuilt_dataset_directory_is_read_afresh(tmp_path):
+    """datasets' own cache keys a carded local directory by its name and card only; ours must see new rows."""
+    from tests._fixtures_models import make_image_dataset
+
+    card = ("---\ndataset_info:\n  features:\n  - name: image\n    dtype: image\n  - name: label\n    dtype:\n"
+            "      class_label:\n        names:\n          '0': red\n          '1': green\n          '2': blue\n"
+            "configs:\n- config_name: default\n  data_files:\n  - split: train\n    path: data/train-*\n"
+            "  - split: test\n    path: data/test-*\n---\n")
+    seen = []
+    for i, (where, n_train, seed) in enumerate([("one", 12, 0), ("two", 20, 1), ("two", 16, 2)]):
+        d = tmp_path / where / "colours"  # same directory name and card each time
+        make_image_dataset(d, n_train=n_train, n_test=6, seed=seed)
+        (d / "README.md").write_text(card)
+        if i == 2:  # rebuilt in place: make sure the modification time moves
+            import os
+            for f in (d / "data").iterdir():
+                os.utime(f, ns=(f.stat().st_mtime_ns + 10**9, f.stat().st_mtime_ns + 10**9))
+        data = load_image_data(DatasetSpec(str(d)), "train")
+        assert data.class_names == ["red", "green", "blue"]
+        seen.append((data.num_examples, data.dataset["label"]))
+    assert [n for n, _ in seen] == [12, 20, 16]
