@@ -17,7 +17,7 @@ within 2 points of the teacher; entropy down ≥ 50 % within 2 points of the tea
 Usage::
 
     hfdistac example-suite suite
-    python benchmarks/suite_conditioning.py suite --output conditioning-runs --lr 1e-3
+    python benchmarks/suite_conditioning.py suite --output conditioning-runs
 """
 
 from __future__ import annotations
@@ -43,7 +43,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("suite", help="a built example suite")
     ap.add_argument("--output", default="conditioning-runs", help="where the conditioned models go")
-    ap.add_argument("--lr", type=float, default=1e-3, help="DisTaC learning rate (default 1e-3, see CONDITIONING.md)")
+    ap.add_argument("--lr", type=float, default=3e-4,
+                    help="DisTaC learning rate (default 3e-4, the suite's fine-tuning rate; see CONDITIONING.md)")
     ap.add_argument("--steps", type=int, default=500, help="DisTaC steps (default 500, the paper's)")
     ap.add_argument("--beta", type=float, default=0.5, help="anchor weight β (default 0.5, the paper's)")
     ap.add_argument("--max-norm-ratio", type=float, default=None,
