@@ -37,7 +37,8 @@ def main() -> None:
     from hfdistac.data import DatasetSpec, load_image_data
     from hfdistac.evaluation import head_for_task
     from hfdistac.example_suite.build import _processed
-    from hfdistac.example_suite.training import accuracy, finetune_vision, predict_logits, vision_params
+    from hfdistac.example_suite.training import finetune_vision, predict_logits, vision_params
+    from hfdistac.metrics import top1_accuracy as accuracy
 
     torch.set_num_threads(1)
     suite = Path(args.suite)

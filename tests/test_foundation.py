@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 
 import pytest
 import torch
@@ -297,10 +298,9 @@ def test_a_rebuilt_dataset_directory_is_read_afresh(tmp_path):
         make_image_dataset(d, n_train=n_train, n_test=6, seed=seed)
         (d / "README.md").write_text(card)
         if i == 2:  # rebuilt in place: make sure the modification time moves
-            import os
             for f in (d / "data").iterdir():
                 os.utime(f, ns=(f.stat().st_mtime_ns + 10**9, f.stat().st_mtime_ns + 10**9))
         data = load_image_data(DatasetSpec(str(d)), "train")
         assert data.class_names == ["red", "green", "blue"]
-        seen.append((data.num_examples, data.dataset["label"]))
-    assert [n for n, _ in seen] == [12, 20, 16]
+        seen.append(data.num_examples)
+    assert seen == [12, 20, 16]

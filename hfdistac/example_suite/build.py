@@ -419,10 +419,10 @@ def _build_into(root: Path, config: SuiteConfig, plan: SuitePlan, progress: bool
 
     from .. import __version__
     from ..heads import build_head
+    from ..metrics import top1_accuracy as accuracy
     from ..task_vectors import global_norm
     from ..tiny import build_word_tokenizer, tiny_clip_config, tiny_image_processor
     from .training import (
-        accuracy,
         load_vision_params,
         mean_entropy,
         predict_logits,

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from ..heads import Head, ZeroShotClassifier
-from ..metrics import entropy, top1_accuracy
+from ..metrics import entropy
 
 logger = logging.getLogger(__name__)
 
@@ -150,11 +150,6 @@ def predict_logits(vision_model: nn.Module, head: Head, pixel_values: torch.Tens
         out.append(head.logits(pooled).float())
     vision_model.train(was_training)
     return torch.cat(out) if out else torch.zeros(0, head.num_classes)
-
-
-def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
-    """Top-1 accuracy in percent."""
-    return top1_accuracy(logits, labels)
 
 
 def mean_entropy(logits: torch.Tensor) -> float:
