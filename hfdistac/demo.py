@@ -91,8 +91,8 @@ def _recipe_with(recipe_path: Path, replacements: dict[str, str], out: Path, nam
 
 def run_demo(config: DemoConfig) -> dict:
     """Run the whole demo (library form of ``hfdistac demo``) and return its summary."""
+    from .conditioning import ConditionConfig, run_condition
     from .diagnosis import LOW_CONFIDENCE, NORM_MISMATCH, run_inspect
-    from .distac import ConditionConfig, run_condition
     from .example_suite import build_example_suite, suite_status
     from .merge_eval import MergeConfig, run_merge
     from .outputs import write_json
@@ -260,8 +260,8 @@ def kappa_sweep(root: Path, recipe_path: Path, diagnosis: dict, config: DemoConf
 
 def table1_markdown(table: dict, methods: list[str]) -> str:
     """Table 1 in miniature: rows = methods, columns = scenarios, cells = mean accuracy (normalised)."""
-    from .cli.format import table as md_table
     from .merging import MERGE_METHODS
+    from .tables import table as md_table
 
     scenarios = list(table)
     rows = []

@@ -1,7 +1,10 @@
 """Evaluating a vision tower with a frozen zero-shot head: logits, accuracy, entropy, ECE.
 
-``evaluate_model`` is what ``hfdistac evaluate``, ``inspect``, ``condition`` and ``merge`` use, so every number
-in every report is computed the same way.
+The one place for evaluation helpers shared by the commands: heads (:func:`head_for_task`), devices
+(:func:`resolve_device`), logits (:func:`predict`), metrics (:func:`evaluate_model`,
+:func:`metrics_with_reliability`) and splits preprocessed once and evaluated many times
+(:class:`CachedSplit`, :func:`split_accuracy`). ``hfdistac evaluate``, ``inspect``, ``condition`` and ``merge``
+all go through them, so every number in every report is computed the same way.
 """
 
 from __future__ import annotations
@@ -133,6 +136,70 @@ def evaluate_model(vision_model, head: Head, data: ImageData, processor, *, batc
     if return_logits:
         out["logits"], out["labels"] = logits, labels
     return out
+
+
+def metrics_with_reliability(logits: torch.Tensor, labels: torch.Tensor | None) -> dict:
+    """:func:`~hfdistac.metrics.classification_metrics`, plus the reliability-diagram bins when labeled."""
+    from .metrics import reliability_bins
+
+    out = classification_metrics(logits, labels)
+    if labels is not None:
+        out["reliability"] = reliability_bins(logits, labels)
+    return out
+
+
+class CachedSplit:
+    """A split's preprocessed batches, kept in memory after the first pass when they fit a shared budget.
+
+    ``merge`` evaluates every α of every method on the same validation and test images: preprocessing them
+    once saves most of the time. The budget (bytes) is a one-element list shared by every split of a run, so
+    the splits together stay under it; a split that does not fit is preprocessed again on every pass.
+
+    Args:
+        data: The :class:`~hfdistac.data.ImageData` split.
+        processor: The base model's image processor.
+        batch_size: Images per batch.
+        limit: At most this many images (``None``: all).
+        num_workers: DataLoader workers preprocessing the images.
+        budget: ``[bytes left]``, shared and decremented by every split that caches.
+    """
+
+    def __init__(self, data: ImageData, processor, batch_size: int, limit: int | None, num_workers: int,
+                 budget: list[int]):
+        self.data, self.processor = data, processor
+        self.batch_size, self.limit, self.num_workers = batch_size, limit, num_workers
+        self._cache: list[dict] | None = None
+        self._budget = budget
+
+    def batches(self) -> list[dict]:
+        """The batches ``{"pixel_values", "labels"?}`` of the split."""
+        if self._cache is not None:
+            return self._cache
+        loader = self.data.loader(self.processor, self.batch_size, limit=self.limit, num_workers=self.num_workers)
+        out, size = [], 0
+        for b in loader:
+            out.append(b)
+            size += b["pixel_values"].numel() * b["pixel_values"].element_size()
+        if size <= self._budget[0]:
+            self._budget[0] -= size
+            self._cache = out
+        return out
+
+
+def split_accuracy(model, head: Head, split: CachedSplit, device, mixed_precision: str | None
+                   ) -> tuple[float, torch.Tensor, torch.Tensor]:
+    """``(accuracy %, logits, labels)`` of a vision tower + head on a cached split.
+
+    Raises:
+        InputError: when the split has no labels.
+    """
+    from .errors import InputError
+    from .metrics import top1_accuracy
+
+    logits, labels = predict(model, head, split.batches(), device=device, mixed_precision=mixed_precision)
+    if labels is None:
+        raise InputError(f"dataset {split.data.spec.reference!r} has no labels; accuracy needs a labeled split")
+    return top1_accuracy(logits, labels), logits, labels
 
 
 def resolve_device(device: str = "auto") -> torch.device:

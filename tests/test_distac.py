@@ -415,10 +415,10 @@ def test_two_cpu_processes_agree_with_one(tiny, tmp_path, lr, bound):
 KILL_SCRIPT = """
 import json, sys, time
 from pathlib import Path
-import hfdistac.distac as d
+import hfdistac.conditioning.loop as d
 
 marker, config = Path(sys.argv[1]), json.loads(sys.argv[2])
-save = d._save_checkpoint
+save = d.save_checkpoint
 
 def save_then_wait(directory, step, *args, **kwargs):
     out = save(directory, step, *args, **kwargs)
@@ -427,7 +427,7 @@ def save_then_wait(directory, step, *args, **kwargs):
         time.sleep(600)  # killed here by the test, mid-run
     return out
 
-d._save_checkpoint = save_then_wait
+d.save_checkpoint = save_then_wait
 d.run_condition(d.ConditionConfig(**config))
 """
 
@@ -469,7 +469,7 @@ def test_sigkill_then_resume_equals_uninterrupted(tiny, tmp_path):
     assert not ckpt.exists()  # removed after success
 
     with pytest.raises(InputError, match="other settings"):  # a checkpoint of another run is refused
-        distac._load_checkpoint(_fake_checkpoint(tmp_path), None, [], [], None, None, "different")
+        distac.load_checkpoint(_fake_checkpoint(tmp_path), None, [], [], None, None, "different")
 
 
 def _fake_checkpoint(tmp_path: Path) -> Path:

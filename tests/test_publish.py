@@ -165,3 +165,18 @@ def test_conditioned_vector_round_trip_through_the_hub(hub_env, tiny, tmp_path, 
     for repo, rev in (("org/rt-long-distac", "main"), ("org/rt-merged", "refs/pr/1")):
         for content in server.repo_files(repo, rev).values():
             assert DUMMY_TOKEN.encode() not in content
+
+
+def test_run_merge_library_call_pushes_with_push_to(hub_env, tiny, tmp_path):
+    """``run_merge(MergeConfig(push_to=...))`` does all of the command's job, the push included."""
+    from hfdistac.merge_eval import MergeConfig, run_merge
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump({"format": "hfdistac.recipe.v1", "name": "lib", "base": str(tiny.base),
+                                      "tasks": [{"name": n, "model": str(getattr(tiny, n)), "dataset": str(tiny.data)}
+                                                for n in ("ft_a", "ft_b")]}))
+    report = run_merge(MergeConfig(recipe=str(recipe), method="task_arithmetic", alpha=0.3, weights_only=True,
+                                   output=str(tmp_path / "out"), push_to="org/lib-merge", progress=False))
+    assert report["pushed"]["repo_id"] == "org/lib-merge" and report["pushed"]["commit_sha"]
+    files = hub_env.server.repo_files("org/lib-merge")
+    assert {"README.md", "model.safetensors", "config.json", "report.json", "hfdistac_config.json"} <= set(files)

@@ -9,34 +9,20 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import types
-import typing
 from pathlib import Path
 from typing import Any
 
+from ..configs import coerce_config_value, field_type
 from ..errors import InputError
-
-
-def _base_type(tp: Any) -> tuple[Any, bool]:
-    """(element type, is_list) of a field annotation such as ``list[str] | None``."""
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        return _base_type(args[0]) if len(args) == 1 else (str, False)
-    if origin in (list, tuple, typing.Sequence):
-        args = typing.get_args(tp)
-        return (args[0] if args else str), True
-    return tp, False
 
 
 def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
     """Add one option (or positional) per field of ``cls``."""
-    hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
         meta = f.metadata
         if meta.get("cli", True) is False:
             continue
-        tp, is_list = _base_type(hints[f.name])
+        tp, is_list = field_type(cls, f.name)
         kwargs: dict[str, Any] = {"help": meta.get("help", "")}
         default = f.default if f.default is not dataclasses.MISSING else (
             f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
@@ -86,7 +72,7 @@ def config_from_args(cls: type, ns: argparse.Namespace, config_file: str | None 
         if unknown:
             raise InputError(f"config file {config_file!r} has unknown options {unknown}",
                              f"valid options: {sorted(names)}")
-        values.update(loaded)
+        values.update({k: coerce_config_value(cls, k, v) for k, v in loaded.items()})
     for f in dataclasses.fields(cls):
         if hasattr(ns, f.name) and getattr(ns, f.name) is not None:
             values[f.name] = getattr(ns, f.name)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..distac import ConditionConfig
+from ..conditioning.config import ConditionConfig
 from .main import Command
 
 EXAMPLES = """\
@@ -17,13 +17,13 @@ EXAMPLES = """\
   # the same, keeping the result within 15 % of the target norm (hfdistac extension, not in the paper)
   hfdistac condition --recipe example-suite/recipes/norm-mismatch.yaml --task colour --max-norm-ratio 1.15
   # two processes (CPU shown; on GPUs drop ACCELERATE_USE_CPU and --multi_gpu picks them up)
-  ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes 2 -m hfdistac.cli.main condition \\
+  ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes 2 -m hfdistac.cli condition \\
       ./model --preset confidence --output out --checkpoint-every 100   # later: add --resume"""
 
 
 def _run(cfg: ConditionConfig) -> int:
-    from ..distac import run_condition
-    from .format import table
+    from ..conditioning.loop import run_condition
+    from ..tables import table
 
     report = run_condition(cfg)
     import torch.distributed as dist

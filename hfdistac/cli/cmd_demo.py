@@ -8,7 +8,7 @@ from .main import Command
 
 def _run(cfg: DemoConfig) -> int:
     from ..demo import run_demo
-    from .format import table
+    from ..tables import table
 
     summary = run_demo(cfg)
     d = summary["diagnoses"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from ..example_suite import SuiteConfig
+from ..example_suite.config import SuiteConfig
 from .main import Command
 
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from ..merge_eval import MergeConfig
+from ..merge_eval.config import MergeConfig
 from .main import Command
 
 
 def _run(cfg: MergeConfig) -> int:
-    from ..merge_eval import run_merge
+    from ..merge_eval.pipeline import run_merge
 
     report = run_merge(cfg)
     if report.get("table_markdown"):
@@ -18,12 +18,8 @@ def _run(cfg: MergeConfig) -> int:
         print(f"{r['pretty_name']}: alpha = {r['alpha']} ({r['alpha_selection']})")
     if cfg.output:
         print(f"\nwrote {cfg.output}")
-    if cfg.push_to:
-        from ..hub import push_folder
-
-        info = push_folder(cfg.output, cfg.push_to, private=cfg.private, revision=cfg.revision,
-                           create_pr=cfg.create_pr, commit_message=cfg.commit_message
-                           or f"hfdistac merge ({cfg.method})")
+    if report.get("pushed"):
+        info = report["pushed"]
         print(f"pushed to {info.get('pr_url') or info.get('commit_url')}")
     return 0
 

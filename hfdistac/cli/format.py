@@ -1,29 +1,8 @@
-"""Terminal tables for command results (the CLI prints; the library never does)."""
+"""Terminal summaries of command results (the CLI prints; the library never does); tables from :mod:`hfdistac.tables`."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
-
-def table(headers: Sequence[str], rows: Sequence[Sequence[object]], align: str | None = None) -> str:
-    """A GitHub-flavoured markdown table (also readable in a terminal)."""
-
-    def fmt(v: object) -> str:
-        if v is None:
-            return "-"
-        if isinstance(v, float):
-            return f"{v:.4g}" if abs(v) < 1e4 else f"{v:.3e}"
-        return str(v)
-
-    cells = [[fmt(v) for v in r] for r in rows]
-    widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(headers)]
-    align = align or "l" + "r" * (len(headers) - 1)
-    line = "| " + " | ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)) + " |"
-    sep = "|" + "|".join(("-" * (w + 1) + ":" if a == "r" else ":" + "-" * (w + 1))
-                         for w, a in zip(widths, align, strict=True)) + "|"
-    body = ["| " + " | ".join(c.rjust(w) if a == "r" else c.ljust(w)
-                              for c, w, a in zip(r, widths, align, strict=True)) + " |" for r in cells]
-    return "\n".join([line, sep, *body])
+from ..tables import table
 
 
 def inspect_table(diagnosis) -> str:

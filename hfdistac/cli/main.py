@@ -48,7 +48,7 @@ def _cmd_evaluate(cfg) -> int:
 
     from ..evaluation import run_evaluate
     from ..outputs import write_json
-    from .format import table
+    from ..tables import table
 
     res = run_evaluate(cfg)
     keys = [k for k in ("accuracy", "entropy", "max_prob", "ece", "n") if k in res]

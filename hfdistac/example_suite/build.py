@@ -13,7 +13,7 @@ import logging
 import os
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,75 +22,14 @@ import torch
 
 from ..errors import InputError
 from . import files
+from .config import SuiteConfig, SuitePlan
 from .synthetic import ATTRIBUTES, TASK_NAMES, caption, render_scenes, sample_attributes, vocabulary
+from .training import torch_state
 
 logger = logging.getLogger(__name__)
 
 SUITE_FORMAT = "hfdistac.example_suite.v1"
 MARKER = ".hfdistac-example-suite"
-MIN_TASKS = 2
-
-
-@dataclass
-class SuiteConfig:
-    """What ``hfdistac example-suite`` builds (the CLI flags are generated from these fields)."""
-
-    num_tasks: int = field(default=8, metadata={
-        "help": f"number of synthetic tasks ({MIN_TASKS}-{len(TASK_NAMES)}), taken in order from: "
-                + ", ".join(TASK_NAMES), "flag": "--tasks"})
-    seed: int = field(default=0, metadata={"help": "seed of every random draw; same seed, same files"})
-    mismatch_task: str | None = field(default=None, metadata={
-        "help": "task whose model norm-mismatch.yaml replaces by its 10x-learning-rate variant "
-                "(default: the first task)"})
-
-    def validate(self) -> None:
-        """Raise :class:`InputError` on values out of range."""
-        if not isinstance(self.num_tasks, int) or not MIN_TASKS <= self.num_tasks <= len(TASK_NAMES):
-            raise InputError(f"--tasks must be between {MIN_TASKS} and {len(TASK_NAMES)}, got {self.num_tasks!r}",
-                             f"the suite has {len(TASK_NAMES)} tasks: {', '.join(TASK_NAMES)}")
-        if not isinstance(self.seed, int) or self.seed < 0:
-            raise InputError(f"--seed must be a non-negative integer, got {self.seed!r}")
-        names = TASK_NAMES[:self.num_tasks]
-        if self.mismatch_task is not None and self.mismatch_task not in names:
-            raise InputError(f"--mismatch-task {self.mismatch_task!r} is not one of the suite's tasks",
-                             f"choose one of: {', '.join(names)}")
-
-    @property
-    def task_names(self) -> list[str]:
-        return list(TASK_NAMES[:self.num_tasks])
-
-    @property
-    def resolved_mismatch_task(self) -> str:
-        return self.mismatch_task or self.task_names[0]
-
-
-@dataclass(frozen=True)
-class SuitePlan:
-    """Sizes and training hyper-parameters of the suite (fixed; recorded in ``suite.json``)."""
-
-    image_size: int = 32
-    hidden_size: int = 32
-    num_layers: int = 2
-    num_heads: int = 2
-    patch_size: int = 8
-    n_train: int = 2000
-    n_test: int = 200
-    val_fraction: float = 0.1
-    pretrain_images: int = 4096
-    pretrain_steps: int = 2500
-    pretrain_batch: int = 128
-    pretrain_lr: float = 3e-3
-    logit_scale: float = 100.0
-    finetune_steps: int = 450
-    finetune_batch: int = 64
-    finetune_lr: float = 3e-4
-    highlr_factor: float = 10.0
-    label_smoothing: float = 0.1
-    alpha_grid: tuple[float, ...] = tuple(round(0.05 * i, 2) for i in range(21))
-    # thresholds of the four conditions
-    min_gain_points: float = 10.0
-    min_norm_ratio: float = 3.0
-    min_entropy_ratio: float = 10.0
 
 
 @dataclass
@@ -203,19 +142,6 @@ def _clean_stale_tmp(directory: Path) -> None:
 
 
 @contextlib.contextmanager
-def _torch_state(threads: int | None):
-    """Isolate the caller's global torch RNG state (and optionally its thread count) from the build."""
-    old_threads = torch.get_num_threads()
-    with torch.random.fork_rng(devices=[]):
-        if threads:
-            torch.set_num_threads(threads)
-        try:
-            yield
-        finally:
-            torch.set_num_threads(old_threads)
-
-
-@contextlib.contextmanager
 def _quiet_hf_progress():
     """Hide the per-file progress bars of ``datasets`` and ``transformers`` (the suite shows its own)."""
     import datasets
@@ -295,7 +221,7 @@ def build_example_suite(directory: str | Path, *, num_tasks: int = 8, seed: int 
         t0 = time.perf_counter()
         # One intra-op thread: the same files whatever the machine's thread settings (reduction order changes
         # the floats, and 2,500 training steps amplify that), and faster for a 32-wide model anyway.
-        with _torch_state(threads=1), _quiet_hf_progress():
+        with torch_state(threads=1), _quiet_hf_progress():
             fig = _build_into(tmp, config, plan, progress, _default_workers() if workers is None else workers)
         fig["build_seconds"] = round(time.perf_counter() - t0, 2)
         (tmp / "README.md").write_text(files.suite_readme(_table_without_time(fig), config.task_names, seed),
@@ -314,19 +240,6 @@ def build_example_suite(directory: str | Path, *, num_tasks: int = 8, seed: int 
         logger.warning("example suite built, but condition(s) %s do not hold: %s", ", ".join(failed),
                        "; ".join(fig["checks"][k]["text"] for k in failed))
     return summary
-
-
-def _save_vision_model(vision_model, directory: Path) -> None:
-    """``save_pretrained`` a ``CLIPVisionModel``, with its tensors keyed as Hub checkpoints of it are
-    (``vision_model.``-prefixed, e.g. ``tanganke/clip-vit-base-patch32_svhn``; transformers 5 writes them
-    unprefixed and reads both)."""
-    from safetensors.torch import load_file, save_file
-
-    vision_model.save_pretrained(directory)
-    path = directory / "model.safetensors"
-    weights = load_file(str(path))
-    save_file({k if k.startswith("vision_model.") else f"vision_model.{k}": v.contiguous()
-               for k, v in weights.items()}, str(path), metadata={"format": "pt"})
 
 
 def _table_without_time(fig: dict[str, Any]) -> str:
@@ -365,7 +278,7 @@ def _run_finetunes(work: Path, base_vm, jobs: list[dict[str, Any]], tensors: dic
     from . import worker
 
     work.mkdir(parents=True, exist_ok=True)
-    _save_vision_model(base_vm, work / worker.BASE_DIR)
+    files.save_vision_model(base_vm, work / worker.BASE_DIR)
     save_file({k: v.contiguous() for k, v in tensors.items()}, str(work / worker.TENSORS_FILE))
     spec = {"logit_scale": logit_scale, "jobs": jobs}
     (work / worker.JOBS_FILE).write_text(json.dumps(spec), encoding="utf-8")

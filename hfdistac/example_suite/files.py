@@ -157,3 +157,16 @@ Try: `hfdistac inspect recipes/norm-mismatch.yaml`.
 {summary_table}
 ```
 """
+
+
+def save_vision_model(vision_model, directory: Path) -> None:
+    """``save_pretrained`` a ``CLIPVisionModel``, with its tensors keyed as Hub checkpoints of it are
+    (``vision_model.``-prefixed, e.g. ``tanganke/clip-vit-base-patch32_svhn``; transformers 5 writes them
+    unprefixed and reads both)."""
+    from safetensors.torch import load_file, save_file
+
+    vision_model.save_pretrained(directory)
+    path = directory / "model.safetensors"
+    weights = load_file(str(path))
+    save_file({k if k.startswith("vision_model.") else f"vision_model.{k}": v.contiguous()
+               for k, v in weights.items()}, str(path), metadata={"format": "pt"})

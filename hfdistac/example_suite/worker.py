@@ -37,19 +37,19 @@ def run_job(workdir: Path, job: dict[str, Any], spec: dict[str, Any], tensors: d
     from transformers import CLIPVisionModel
 
     from ..heads import Head
-    from .build import _save_vision_model, _torch_state
-    from .training import finetune_vision, predict_logits
+    from .files import save_vision_model
+    from .training import finetune_vision, predict_logits, torch_state
 
     task = job["task"]
     head = Head(weight=tensors[f"{task}.head_weight"], projection=tensors["head_projection"],
                 logit_scale=float(spec["logit_scale"]), class_names=list(job["classes"]), templates=[])
-    with _torch_state(threads=1):
+    with torch_state(threads=1):
         vm = CLIPVisionModel.from_pretrained(workdir / BASE_DIR)
         finetune_vision(vm, head, tensors[f"{task}.x"], tensors[f"{task}.y"], steps=job["steps"],
                         batch_size=job["batch_size"], lr=job["lr"], seed=job["seed"],
                         label_smoothing=job["label_smoothing"], desc=job["key"], progress=progress)
         logits = predict_logits(vm, head, tensors[f"{task}.x_test"])
-    _save_vision_model(vm, Path(job["output"]))
+    save_vision_model(vm, Path(job["output"]))
     out = job_logits_path(workdir, job["key"])
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(f".tmp-{os.getpid()}")

@@ -1,0 +1,109 @@
+"""Resumable checkpoints of a conditioning run: safetensors + JSON only, nothing pickled.
+
+A checkpoint ``step-NNNNNN`` holds the student's weights, the AdamW moments by parameter name, the scheduler
+counters, each process's torch RNG state, the step, the history and the count of projected steps. It is
+written into ``step-NNNNNN.tmp`` and renamed, so a killed run leaves either a complete checkpoint or none; a
+fingerprint of the training settings refuses to resume a run with other settings.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import InputError
+
+CHECKPOINT_FORMAT = "hfdistac.distac_checkpoint.v1"
+#: The settings whose change makes a checkpoint unusable (with κ, the sources and the data).
+TRAINING_KEYS = ("kappa", "teacher_temperature", "student_temperature", "beta", "max_norm_ratio", "steps", "lr",
+                 "weight_decay", "warmup_steps", "batch_size", "max_grad_norm", "seed", "train_split", "train_limit")
+
+
+def checkpoint_fingerprint(values: Mapping[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def latest_checkpoint(directory: Path) -> Path | None:
+    """The newest complete checkpoint (``step-NNNNNN`` with its ``state.json``) in ``directory``."""
+    if not directory.is_dir():
+        return None
+    done = sorted(p for p in directory.glob("step-*") if p.is_dir() and not p.name.endswith(".tmp")
+                  and (p / "state.json").is_file())
+    return done[-1] if done else None
+
+
+def save_checkpoint(directory: Path, step: int, accelerator, names: list[str], params: list[torch.nn.Parameter],
+                     optimizer, scheduler, history: list[dict], fingerprint: str, projected_steps: int = 0) -> Path:
+    """Write ``directory/step-NNNNNN`` atomically (safetensors + JSON), keep only the newest one."""
+    from safetensors.torch import save_file
+
+    final = directory / f"step-{step:06d}"
+    tmp = directory / f"step-{step:06d}.tmp"
+    if accelerator.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    accelerator.wait_for_everyone()
+    rng = {"cpu": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        rng["cuda"] = torch.cuda.get_rng_state()
+    save_file(rng, str(tmp / f"rng-rank{accelerator.process_index}.safetensors"))
+    if accelerator.is_main_process:
+        save_file({n: p.detach().float().cpu().contiguous() for n, p in zip(names, params, strict=True)},
+                  str(tmp / "student.safetensors"))
+        opt_state = optimizer.state_dict()
+        tensors = {}
+        for i, name in enumerate(names):
+            for key, value in opt_state["state"].get(i, {}).items():
+                tensors[f"{name}::{key}"] = torch.as_tensor(value).detach().cpu().contiguous()
+        save_file(tensors, str(tmp / "optimizer.safetensors"))
+        groups = [{k: v for k, v in g.items() if k != "params"} for g in opt_state["param_groups"]]
+        sched = {k: v for k, v in scheduler.state_dict().items() if k != "lr_lambdas"}
+        state = {"format": CHECKPOINT_FORMAT, "step": step, "fingerprint": fingerprint,
+                 "param_groups": groups, "scheduler": sched, "history": history, "projected_steps": projected_steps,
+                 "world_size": accelerator.num_processes}
+        (tmp / "state.json").write_text(json.dumps(state, indent=1))
+        tmp.rename(final)
+        for old in directory.glob("step-*"):
+            if old != final and not old.name.endswith(".tmp"):
+                shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    return final
+
+
+def load_checkpoint(path: Path, accelerator, names: list[str], params: list[torch.nn.Parameter], optimizer,
+                     scheduler, fingerprint: str) -> tuple[int, list[dict], int]:
+    """Restore student, optimizer, scheduler and RNG from a checkpoint; returns ``(step, history, projected)``."""
+    from safetensors.torch import load_file
+
+    state = json.loads((path / "state.json").read_text())
+    if state.get("format") != CHECKPOINT_FORMAT:
+        raise InputError(f"{str(path)!r} is not an hfdistac DisTaC checkpoint")
+    if state["fingerprint"] != fingerprint:
+        raise InputError(f"the checkpoint in {str(path.parent)!r} was written by a run with other settings",
+                         "resume with the same model, data and training options, or delete the checkpoint folder")
+    weights = load_file(str(path / "student.safetensors"))
+    with torch.no_grad():
+        for name, p in zip(names, params, strict=True):
+            p.copy_(weights[name].to(p.device, p.dtype))
+    moments = load_file(str(path / "optimizer.safetensors"))
+    per_param: dict[int, dict[str, torch.Tensor]] = {}
+    for key, value in moments.items():
+        name, _, slot = key.rpartition("::")
+        per_param.setdefault(names.index(name), {})[slot] = value
+    groups = state["param_groups"]
+    groups[0]["params"] = list(range(len(names)))
+    optimizer.load_state_dict({"state": per_param, "param_groups": groups})
+    scheduler.load_state_dict({**state["scheduler"], "lr_lambdas": [None]})
+    rng_file = path / f"rng-rank{accelerator.process_index}.safetensors"
+    if rng_file.is_file():
+        rng = load_file(str(rng_file))
+        torch.set_rng_state(rng["cpu"])
+        if "cuda" in rng and torch.cuda.is_available():
+            torch.cuda.set_rng_state(rng["cuda"])
+    return int(state["step"]), list(state["history"]), int(state.get("projected_steps", 0))

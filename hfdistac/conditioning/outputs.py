@@ -1,0 +1,154 @@
+"""What a conditioning run leaves behind: ``report.json``, the output directory and its model card.
+
+The directory (written atomically) holds the conditioned vision tower (``config.json`` + ``model.safetensors``),
+the conditioned task vector τ′ (``task_vector.safetensors``), ``report.json``, the resolved configuration
+(``hfdistac_config.json``), per-layer-norm / training-curve / reliability plots and a README model card.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+from .algorithm import task_vector_norm
+from .config import PAPER_URL, ConditionConfig
+from .inputs import Inputs
+
+
+def build_report(inputs: Inputs, resolved: ConditionConfig, kappa: float, target_norm: float,
+                 theta: dict[str, torch.Tensor], metrics: Mapping[str, dict | None], history: list[dict],
+                 diagnosis: dict | None, ranks: list[int], accumulation: int, cached: bool,
+                 projected_steps: int | None) -> dict:
+    """The run's ``report.json``: settings, norms, and the metrics of teacher, naive rescaling and result.
+
+    Args:
+        metrics: ``{"before": teacher, "rescaled_only": θ₀ + κτ, "after": DisTaC}`` metrics (``None`` each
+            without an evaluation split).
+    """
+    norm_after = task_vector_norm(theta, inputs.theta0)
+    report: dict[str, Any] = {
+        "method": "distac", "paper": PAPER_URL,
+        "model": resolved.model, "model_revision": inputs.source.resolved.revision,
+        "base": resolved.base, "base_revision": inputs.base.resolved.revision,
+        "dataset": resolved.data, "dataset_config": resolved.dataset_config, "train_split": resolved.train_split,
+        "num_train_examples": len(inputs.train.dataset), "eval_split": None if inputs.eval is None else
+        resolved.eval_split, "num_classes": len(inputs.train.class_names or []) or None,
+        "preset": resolved.preset, "kappa": kappa, "target_norm": target_norm,
+        "norm_before": inputs.norm, "norm_rescaled": kappa * inputs.norm, "norm_after": norm_after,
+        "norm_after_over_target": norm_after / target_norm, "reference_norms": inputs.reference_norms,
+        "teacher_temperature": resolved.teacher_temperature, "student_temperature": resolved.student_temperature,
+        "beta": resolved.beta, "max_norm_ratio": resolved.max_norm_ratio, "projected_steps": projected_steps,
+        "steps": resolved.steps, "lr": resolved.lr, "weight_decay": resolved.weight_decay,
+        "warmup_steps": resolved.warmup_steps, "batch_size": resolved.batch_size,
+        "micro_batch_size": resolved.micro_batch_size, "gradient_accumulation": accumulation,
+        "num_processes": len(ranks), "ranks": ranks, "teacher_logits_cached": cached,
+        "mixed_precision": resolved.mixed_precision, "output": str(inputs.output),
+    }
+    for suffix, m in metrics.items():
+        if m is None:
+            continue
+        report[f"entropy_{suffix}"] = m["entropy"]
+        report[f"max_prob_{suffix}"] = m["max_prob"]
+        if "accuracy" in m:
+            report[f"accuracy_{suffix}"] = m["accuracy"]
+            report[f"ece_{suffix}"] = m["ece"]
+            report[f"nll_{suffix}"] = m["nll"]
+    if metrics.get("before") is not None:
+        report["num_eval_examples"] = metrics["before"]["n"]
+    if diagnosis is not None:
+        report["diagnosis"] = diagnosis
+    report["history"] = history
+    return report
+
+
+def command_line(config: ConditionConfig) -> str:
+    """The ``hfdistac condition`` command line that reproduces a resolved configuration."""
+    defaults = ConditionConfig(model="x")
+    parts = ["hfdistac condition", str(config.model)]
+    for f in ("base", "data", "dataset_config", "kappa", "target_norm", "preset", "teacher_temperature",
+              "student_temperature", "beta", "max_norm_ratio", "steps", "lr", "weight_decay", "warmup_steps", "batch_size",
+              "micro_batch_size", "max_grad_norm", "seed", "mixed_precision", "train_split", "train_limit"):
+        value = getattr(config, f)
+        if value is not None and value != getattr(defaults, f):
+            parts.append(f"--{f.replace('_', '-')} {value}")
+    if config.reference:
+        parts.append("--reference " + " ".join(config.reference))
+    return " ".join(parts)
+
+
+def write_output(inputs: Inputs, resolved: ConditionConfig, report: dict, theta: dict[str, torch.Tensor],
+                 metrics: Mapping[str, dict | None]) -> None:
+    """Write the output directory atomically: weights, τ′, report, resolved config, plots and the card."""
+    from ..checkpoints import save_vision_checkpoint
+    from ..outputs import atomic_output_dir, write_json
+    from ..plots import curves_plot, per_layer_norms_plot, reliability_plot
+    from ..task_vectors import TaskVector, per_layer_norms, save_task_vector
+
+    kappa = report["kappa"]
+    provenance = {
+        "method": "distac", "paper": PAPER_URL,
+        "base": resolved.base, "base_revision": inputs.base.resolved.revision,
+        "source": resolved.model, "source_revision": inputs.source.resolved.revision,
+        "dataset": resolved.data, "kappa": repr(kappa), "target_norm": repr(report["target_norm"]),
+        "teacher_temperature": repr(resolved.teacher_temperature),
+        "student_temperature": repr(resolved.student_temperature), "beta": repr(resolved.beta),
+        "max_norm_ratio": repr(resolved.max_norm_ratio),
+        "steps": str(resolved.steps), "lr": repr(resolved.lr), "preset": str(resolved.preset),
+    }
+    tau_prime = TaskVector({k: theta[k] - inputs.theta0[k] for k in theta}, provenance)
+    rescaled_tau = {k: kappa * v for k, v in inputs.tau.items()}
+    with atomic_output_dir(inputs.output, resolved.overwrite) as tmp:
+        save_vision_checkpoint(tmp, inputs.base.vision_config, theta, provenance)
+        save_task_vector(tau_prime, tmp / "task_vector.safetensors")
+        write_json(tmp / "report.json", report)
+        write_json(tmp / "hfdistac_config.json", {"command": "condition", **resolved.to_dict()})
+        plots = [per_layer_norms_plot({"τ (teacher)": per_layer_norms(inputs.tau)["by_block"],
+                                       f"κτ (κ={kappa:.3g})": per_layer_norms(rescaled_tau)["by_block"],
+                                       "τ′ (DisTaC)": per_layer_norms(tau_prime)["by_block"]},
+                                      tmp / "per_layer_norms.png", title="Task-vector norm per layer")]
+        if report["history"]:
+            plots.append(curves_plot(report["history"], ["kd_loss", "anchor", "norm_ratio", "entropy", "lr"],
+                                     tmp / "training_curves.png", title="DisTaC training"))
+        teacher = metrics.get("before")
+        if teacher is not None and "reliability" in teacher:
+            plots.append(reliability_plot({"teacher": teacher["reliability"],
+                                           "rescaled θ₀+κτ": metrics["rescaled_only"]["reliability"],
+                                           "DisTaC": metrics["after"]["reliability"]}, tmp / "reliability.png",
+                                          title="Reliability before / after DisTaC"))
+        (tmp / "README.md").write_text(_card(inputs, resolved, report, [p.name for p in plots]), encoding="utf-8")
+
+
+def _card(inputs: Inputs, resolved: ConditionConfig, report: dict, plots: list[str]) -> str:
+    from ..cards import render_card
+    from ..hub import is_local_reference
+
+    source = inputs.source.resolved
+    data_is_hub = not is_local_reference(resolved.data)
+    card_data = {
+        "base_model": source.repo_id if not source.is_local else None,
+        "base_model_relation": "finetune" if not source.is_local else None,
+        "library_name": "transformers",
+        "tags": ["hfdistac", "distac", "task-vector", "clip"],
+        "datasets": [resolved.data.split("@")[0]] if data_is_hub else None,
+        "hfdistac": {"method": "distac", "base": resolved.base, "base_revision": inputs.base.resolved.revision,
+                     "source": resolved.model, "source_revision": source.revision},
+    }
+    rows = []
+    for label, suffix in (("teacher θ₀ + τ", "before"), (f"naive rescaling θ₀ + {report['kappa']:.3g}τ",
+                                                         "rescaled_only"), ("DisTaC θ₀ + τ′", "after")):
+        norm = {"before": report["norm_before"], "rescaled_only": report["norm_rescaled"],
+                "after": report["norm_after"]}[suffix]
+        rows.append({"label": label, "norm": norm, "accuracy": report.get(f"accuracy_{suffix}"),
+                     "entropy": report.get(f"entropy_{suffix}"), "ece": report.get(f"ece_{suffix}")})
+    import yaml
+
+    config_yaml = yaml.safe_dump({k: v for k, v in resolved.to_dict().items() if v is not None}, sort_keys=False)
+    context = {
+        "card_data": card_data, "source": resolved.model, "source_revision": source.revision,
+        "source_is_local": source.is_local, "base": resolved.base, "base_revision": inputs.base.resolved.revision,
+        "dataset": resolved.data, "report": report, "rows": rows, "plots": plots, "paper_url": PAPER_URL,
+        "command": command_line(resolved), "config_yaml": config_yaml.strip(),
+    }
+    return render_card("condition_card.md.j2", context)

@@ -1,0 +1,75 @@
+"""What ``hfdistac example-suite`` builds: the user's settings (:class:`SuiteConfig`) and the fixed plan.
+
+No torch import: the CLI builds its parser from :class:`SuiteConfig`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..errors import InputError
+from .synthetic import TASK_NAMES
+
+MIN_TASKS = 2
+
+
+@dataclass
+class SuiteConfig:
+    """What ``hfdistac example-suite`` builds (the CLI flags are generated from these fields)."""
+
+    num_tasks: int = field(default=8, metadata={
+        "help": f"number of synthetic tasks ({MIN_TASKS}-{len(TASK_NAMES)}), taken in order from: "
+                + ", ".join(TASK_NAMES), "flag": "--tasks"})
+    seed: int = field(default=0, metadata={"help": "seed of every random draw; same seed, same files"})
+    mismatch_task: str | None = field(default=None, metadata={
+        "help": "task whose model norm-mismatch.yaml replaces by its 10x-learning-rate variant "
+                "(default: the first task)"})
+
+    def validate(self) -> None:
+        """Raise :class:`InputError` on values out of range."""
+        if not isinstance(self.num_tasks, int) or not MIN_TASKS <= self.num_tasks <= len(TASK_NAMES):
+            raise InputError(f"--tasks must be between {MIN_TASKS} and {len(TASK_NAMES)}, got {self.num_tasks!r}",
+                             f"the suite has {len(TASK_NAMES)} tasks: {', '.join(TASK_NAMES)}")
+        if not isinstance(self.seed, int) or self.seed < 0:
+            raise InputError(f"--seed must be a non-negative integer, got {self.seed!r}")
+        names = TASK_NAMES[:self.num_tasks]
+        if self.mismatch_task is not None and self.mismatch_task not in names:
+            raise InputError(f"--mismatch-task {self.mismatch_task!r} is not one of the suite's tasks",
+                             f"choose one of: {', '.join(names)}")
+
+    @property
+    def task_names(self) -> list[str]:
+        return list(TASK_NAMES[:self.num_tasks])
+
+    @property
+    def resolved_mismatch_task(self) -> str:
+        return self.mismatch_task or self.task_names[0]
+
+
+@dataclass(frozen=True)
+class SuitePlan:
+    """Sizes and training hyper-parameters of the suite (fixed; recorded in ``suite.json``)."""
+
+    image_size: int = 32
+    hidden_size: int = 32
+    num_layers: int = 2
+    num_heads: int = 2
+    patch_size: int = 8
+    n_train: int = 2000
+    n_test: int = 200
+    val_fraction: float = 0.1
+    pretrain_images: int = 4096
+    pretrain_steps: int = 2500
+    pretrain_batch: int = 128
+    pretrain_lr: float = 3e-3
+    logit_scale: float = 100.0
+    finetune_steps: int = 450
+    finetune_batch: int = 64
+    finetune_lr: float = 3e-4
+    highlr_factor: float = 10.0
+    label_smoothing: float = 0.1
+    alpha_grid: tuple[float, ...] = tuple(round(0.05 * i, 2) for i in range(21))
+    # thresholds of the four conditions
+    min_gain_points: float = 10.0
+    min_norm_ratio: float = 3.0
+    min_entropy_ratio: float = 10.0

@@ -1,0 +1,143 @@
+"""Stage 3 of a merge: one method applied to the task vectors, with the parameters the config gives it.
+
+The merge functions themselves are pure (:mod:`hfdistac.merging`); what this stage adds is what they need
+from the run: TIES's density, Consensus TA's per-task λ chosen on validation (TALL masks), SAMerging's
+unlabeled batches and hyper-parameters. :func:`merge_with` returns τ_merged and the report fields of the
+method (name, paper, parameters, and for SAMerging its learned coefficients).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+from ..errors import InputError
+from .config import MergeConfig
+from .scoring import MergedModel
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_TALL_LAMBDAS = (0.2, 0.3, 0.4, 0.5, 0.6)
+
+
+def samerging_params(config: MergeConfig) -> dict[str, Any]:
+    """The SAMerging hyper-parameters given by a :class:`MergeConfig` (unset ones keep the method's defaults)."""
+    params: dict[str, Any] = {"objective": config.objective, "remerge_sam": not config.released_sam,
+                              "temperature": config.temperature, "lr": config.lr,
+                              "batches_per_task": config.batches_per_task, "batch_size": config.sam_batch_size}
+    for name in ("steps", "sam_rho", "init"):
+        if getattr(config, name) is not None:
+            params[name] = getattr(config, name)
+    return params
+
+
+def samerging_data(config: MergeConfig, base, theta0: Mapping[str, torch.Tensor], tasks, train_data: Mapping[str, Any],
+                   device: torch.device):
+    """Build the :class:`~hfdistac.merging.samerging.SAMergingData` of a recipe.
+
+    Per task: ``batches_per_task`` batches of ``sam_batch_size`` *unlabeled* images (labels are not even
+    read) from a seeded shuffle of the task's ``train_split``, preprocessed once and kept in memory. In
+    several processes (a ``torch.distributed`` group), every process caches its own shard.
+    """
+    from ..merging.samerging import SAMergingData, SAMergingTask
+
+    rank, world = 0, 1
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
+    sam_tasks, size = [], 0
+    for task in tasks:
+        data = train_data[task.name]
+        shuffled = dataclasses.replace(data, dataset=data.dataset.shuffle(seed=0)).shard(rank, world)
+        loader = shuffled.loader(base.image_processor, config.sam_batch_size,
+                                 limit=config.batches_per_task * config.sam_batch_size,
+                                 num_workers=config.num_workers, with_labels=False)
+        batches = [b["pixel_values"] for b in loader]
+        if not batches:
+            raise InputError(f"task {task.name!r}: the split {data.split!r} of {data.spec.reference!r} has no images "
+                             "for SAMerging", "set the task's train_split to a split with unlabeled images")
+        size += sum(b.numel() * b.element_size() for b in batches)
+        sam_tasks.append(SAMergingTask(task.name, task.head, batches))
+    logger.info("SAMerging: cached %d tasks x <= %d batches of %d images (%.1f MB)", len(sam_tasks),
+                config.batches_per_task, config.sam_batch_size, size / 2**20)
+    return SAMergingData(base=theta0, vision_config=base.vision_config, tasks=sam_tasks, device=device,
+                         mixed_precision=config.mixed_precision, progress=config.progress)
+
+
+def _learned_summary(result: Mapping[str, Any]) -> dict[str, Any]:
+    """Report fields of a method that learned coefficients (resolved params, loss history, timing, stats)."""
+    coef = result["coefficients"]
+    out = {"params": dict(result["params"]), "loss_history": list(result["loss_history"]),
+           "time_s": result["time_s"], "teacher_time_s": result["teacher_time_s"],
+           "optimize_time_s": result["optimize_time_s"],
+           "coefficient_stats": {name: {"mean": float(coef[t].mean()), "min": float(coef[t].min()),
+                                        "max": float(coef[t].max())}
+                                 for t, name in enumerate(result["task_names"])}}
+    if "peak_memory_bytes" in result:
+        out["peak_memory_bytes"] = result["peak_memory_bytes"]
+    return out
+
+
+def _consensus_params(config: MergeConfig, tvs, merged: MergedModel | None) -> tuple[dict[str, Any], list | None]:
+    """Consensus TA's k and per-task λ: chosen per task on validation when there is validation data."""
+    from ..merging.consensus import select_tall_lambdas
+
+    params: dict[str, Any] = {"k": min(config.consensus_k, len(tvs))}
+    chosen = None
+    if merged is not None and merged.tasks and merged.tasks[0].val is not None:
+
+        def evaluate_task(t_index: int, tv: Mapping[str, torch.Tensor]) -> float:
+            merged.set_weights(tv, 1.0)
+            task = merged.tasks[t_index]
+            return merged.accuracy(task, task.val)[0]
+
+        chosen = select_tall_lambdas(tvs, evaluate_task, candidates=config.tall_lambdas or DEFAULT_TALL_LAMBDAS)
+        params["tall_lambdas"] = tuple(chosen)
+    elif config.tall_lambdas:
+        params["tall_lambdas"] = tuple(config.tall_lambdas[:1]) * len(tvs)
+    return params, chosen
+
+
+def merge_with(method_name: str, tvs, config: MergeConfig, merged: MergedModel | None, base,
+               train_data: Mapping[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any], dict | None]:
+    """Merge the task vectors with one registered method.
+
+    Args:
+        method_name: A key of :data:`~hfdistac.merging.MERGE_METHODS`.
+        tvs: The task vectors, in recipe order.
+        config: The run's :class:`MergeConfig`.
+        merged: The evaluation model (``None`` with ``--weights-only``), for Consensus TA's λ selection.
+        base: The recipe's base model (SAMerging's θ₀ and processor).
+        train_data: Train splits by task name (SAMerging's unlabeled images).
+
+    Returns:
+        ``(τ_merged, report fields, learned result or None)``; the learned result (SAMerging) holds the
+        coefficients written by :func:`~hfdistac.merge_eval.outputs.write_coefficients`.
+    """
+    from ..merging import MERGE_METHODS
+
+    method = MERGE_METHODS[method_name]
+    params: dict[str, Any] = {}
+    extra: dict[str, Any] = {}
+    chosen_lambdas = None
+    if method_name == "ties":
+        params["density"] = config.density
+    if method_name == "consensus":
+        params, chosen_lambdas = _consensus_params(config, tvs, None if config.weights_only else merged)
+    if method_name == "samerging":
+        params.update(samerging_params(config))
+        extra = {"data": samerging_data(config, base, merged.theta0, merged.tasks, train_data, merged.device),
+                 "result": {}}
+    tau = method(tvs, **params, **extra)
+    res: dict[str, Any] = {"method": method_name, "pretty_name": method.pretty_name, "paper_url": method.paper_url,
+                           "params": {k: v for k, v in params.items() if not callable(v)}}
+    learned = None
+    if "result" in extra:
+        learned = extra["result"]
+        res.update(_learned_summary(learned))
+    if chosen_lambdas is not None:
+        res["tall_lambdas"] = chosen_lambdas
+    return tau, res, learned

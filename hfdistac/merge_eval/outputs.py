@@ -1,0 +1,170 @@
+"""Stage 7 of a merge: the results table, the output directory (one per method) and the merged model's card.
+
+Each method's directory holds the merged vision tower (``config.json`` + ``model.safetensors`` with provenance
+metadata), ``report.json``, ``results.md``, the resolved ``recipe.yaml`` and ``hfdistac_config.json``, the
+calibrated heads (``--calibrate``), SAMerging's learned coefficients, and a README model card. Everything is
+written into a temporary sibling and renamed into place.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from .config import MergeConfig
+
+
+def results_table(report: dict) -> str:
+    """The paper-style table: zero-shot, individual, then each method (accuracy, mean, mean normalised)."""
+    from ..tables import table
+
+    names = report["task_names"]
+    headers = ["method", "alpha", *names, "mean acc", "mean norm. acc"]
+    rows = []
+    zs, ind = report.get("zero_shot"), report.get("individual")
+    if zs:
+        rows.append(["zero-shot", None, *[zs["accuracy"][n] for n in names], zs["mean_accuracy"],
+                     zs.get("mean_normalized_accuracy")])
+    if ind:
+        rows.append(["individual", None, *[ind["accuracy"][n] for n in names], ind["mean_accuracy"], 100.0])
+    for r in report["results"]:
+        if "tasks" not in r:
+            continue
+        accs = {t["name"]: t["accuracy"] for t in r["tasks"]}
+        rows.append([r["pretty_name"], r["alpha"], *[accs[n] for n in names], r["mean_accuracy"],
+                     r["mean_normalized_accuracy"]])
+    text = table(headers, rows)
+    cal = [r for r in report["results"] if "temperatures" in r]
+    if cal:
+        text += "\n\n" + table(["method", "mean ECE before", "mean ECE after"],
+                               [[r["pretty_name"], r["mean_ece_before"], r["mean_ece_after"]] for r in cal])
+    return text
+
+
+def write_outputs(config: MergeConfig, report: dict, recipe, base, merged: dict, tasks, sources,
+                   learned: Mapping[str, dict] | None = None) -> None:
+    import yaml
+
+    from ..checkpoints import save_vision_checkpoint
+    from ..heads import Head, save_head
+    from ..outputs import atomic_output_dir, write_json
+
+    with atomic_output_dir(config.output, config.overwrite) as root:
+        many = len(report["results"]) > 1
+        for res in report["results"]:
+            d = root / res["method"] if many else root
+            d.mkdir(parents=True, exist_ok=True)
+            weights = {k: (v + res["alpha"] * merged[res["method"]][k]) for k, v in base.weights.items()}
+            meta = {"base": base.resolved.reference, "base_revision": base.resolved.revision,
+                    "method": res["method"], "alpha": repr(res["alpha"]),
+                    "params": json.dumps(res["params"], default=str),
+                    "sources": json.dumps([{"name": s.name, "reference": s.reference, "revision": s.revision}
+                                           for s in sources])}
+            save_vision_checkpoint(d, base.vision_config, weights, meta)
+            if learned and res["method"] in learned:
+                write_coefficients(d, learned[res["method"]], title=f"{res['pretty_name']} coefficients")
+            single = {k: v for k, v in report.items() if k not in ("results", "table_markdown")}
+            single.update(res)
+            single["results"] = [res]
+            single["table_markdown"] = results_table(single) if "tasks" in res else ""
+            write_json(d / "report.json", single)
+            (d / "results.md").write_text(single["table_markdown"] + "\n")
+            (d / "recipe.yaml").write_text(yaml.safe_dump(recipe.to_dict(), sort_keys=False))
+            write_json(d / "hfdistac_config.json", config.to_dict())
+            if "temperatures" in res:
+                for task in tasks:
+                    h: Head = task.head
+                    calibrated = Head(h.weight, h.projection, h.logit_scale, h.class_names, h.templates,
+                                      res["temperatures"][task.name])
+                    (d / "heads").mkdir(exist_ok=True)
+                    save_head(calibrated, d / "heads" / f"{task.name}.safetensors")
+            (d / "README.md").write_text(merge_card(single))
+        if many:
+            write_json(root / "report.json", {k: v for k, v in report.items()})
+            (root / "results.md").write_text(report["table_markdown"] + "\n")
+            (root / "recipe.yaml").write_text(yaml.safe_dump(recipe.to_dict(), sort_keys=False))
+            write_json(root / "hfdistac_config.json", config.to_dict())
+
+
+def merge_card(report: dict) -> str:
+    """The README model card of a merged model, rendered from ``templates/merge_card.md.j2``.
+
+    Metadata: ``base_model`` = the source models, ``base_model_relation: merge``, datasets, tags, and a
+    ``model-index`` with each task's test accuracy.
+    """
+    import yaml
+    from huggingface_hub import EvalResult
+
+    from ..cards import render_card
+    from ..merging import MERGE_METHODS
+
+    res = report["results"][0]
+    method = MERGE_METHODS[res["method"]]
+    datasets = [t.get("dataset") for t in report["recipe"]["tasks"] if t.get("dataset")]
+    task_rows = {r["name"]: r for r in res.get("tasks", [])}
+    evals = []
+    for t in report["recipe"]["tasks"]:
+        if t["name"] not in task_rows:
+            continue
+        ds = t.get("dataset") or t["name"]
+        evals.append(EvalResult(task_type="image-classification",
+                                dataset_type=ds if _is_hub_id(ds) else t["name"], dataset_name=t["name"],
+                                dataset_split=t.get("test_split", "test"), metric_type="accuracy",
+                                metric_value=round(task_rows[t["name"]]["accuracy"], 4)))
+    sources = [s["reference"] for s in report["sources"]]
+    hub_sources = [s.split("@")[0] for s in sources if _is_hub_id(s)]
+    card_data = dict(
+        base_model=hub_sources or None, base_model_relation="merge" if hub_sources else None,
+        datasets=[d.split("@")[0] for d in datasets if _is_hub_id(d)] or None, library_name="transformers",
+        pipeline_tag="image-feature-extraction",
+        tags=["hfdistac", res["method"], "task-vector", "model-merging", "clip"],
+        model_name=f"{report['recipe'].get('name', 'merge')}-{res['method']}",
+        eval_results=evals or None,
+        hfdistac={"method": res["method"], "base": report["base"], "base_revision": report["base_revision"],
+                  "alpha": res["alpha"]})
+    calibration = [t for t in res.get("tasks", []) if "temperature" in t]
+    return render_card("merge_card.md.j2", {
+        "card_data": card_data, "title": f"{method.pretty_name} merge of {len(sources)} CLIP task vectors",
+        "sources": report["sources"], "method": method, "base": report["base"],
+        "base_revision": report["base_revision"], "alpha": res["alpha"], "alpha_selection": res["alpha_selection"],
+        "fixed_alpha": res["alpha_selection"].startswith("given"),
+        "table": report.get("table_markdown") or "_not evaluated (merged without data)_",
+        "calibration": calibration, "params": json.dumps(res["params"], default=str),
+        "coefficients": _coefficient_rows(res),
+        "recipe_yaml": yaml.safe_dump(report["recipe"], sort_keys=False).strip()})
+
+
+def _is_hub_id(ref: str) -> bool:
+    """Whether a reference is a Hub repo id (local paths never go into card metadata)."""
+    from ..hub import is_local_reference
+
+    return not is_local_reference(ref) and ref.split("@")[0].count("/") == 1
+
+
+def write_coefficients(directory: Path, result: Mapping[str, Any], title: str = "Learned coefficients") -> None:
+    """Write ``coefficients.safetensors`` (``[T, L]``; metadata: task and parameter names in order, params)
+    and the heat-map ``coefficients.png`` into ``directory``."""
+    from safetensors.torch import save_file
+
+    from ..plots import coefficients_heatmap
+
+    coef = result["coefficients"].float().contiguous()
+    save_file({"coefficients": coef}, str(Path(directory) / "coefficients.safetensors"), metadata={
+        "format": "pt", "task_names": json.dumps(list(result["task_names"])),
+        "parameter_names": json.dumps(list(result["parameter_names"])),
+        "params": json.dumps(result.get("params", {}), default=str)})
+    coefficients_heatmap(coef, result["task_names"], result["parameter_names"],
+                         Path(directory) / "coefficients.png", title=title)
+
+
+def _coefficient_rows(res: Mapping[str, Any]) -> dict[str, Any] | None:
+    """Card context of the learned coefficients (``None`` for methods that learn none)."""
+    stats = res.get("coefficient_stats")
+    if not stats:
+        return None
+    hist = res.get("loss_history") or [float("nan")]
+    return {"rows": [{"name": n, **v} for n, v in stats.items()], "loss_first": hist[0], "loss_last": hist[-1],
+            "steps": res["params"].get("steps"), "objective": res["params"].get("objective"),
+            "time_s": res.get("time_s")}

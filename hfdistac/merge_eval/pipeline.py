@@ -1,0 +1,99 @@
+"""``hfdistac merge`` as one library call: :func:`run_merge`, the stages of a merge called in order.
+
+1. load the recipe and resolve its sources; every task's head and splits (data first: fail fast)
+   — :func:`~.scoring.load_task_data`;
+2. build the task vectors, lazily on disk — :func:`~.sources.build_task_vectors`;
+   (then the zero-shot and individual rows — :func:`~.scoring.reference_rows`)
+3. merge per method — :func:`~.methods.merge_with`;
+4. select α on validation — :func:`~.selection.select_alpha`;
+5. evaluate on test — :func:`~.scoring.evaluate_on_test`;
+6. calibrate (``--calibrate``) — :func:`~.scoring.calibrate`;
+7. write the outputs and cards — :func:`~.outputs.write_outputs`; push them (``--push-to``).
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from .config import MergeConfig
+
+logger = logging.getLogger(__name__)
+
+
+def _new_report(recipe, base, sources) -> dict[str, Any]:
+    return {"recipe": recipe.to_dict(), "recipe_path": recipe.path, "base": recipe.base,
+            "base_revision": base.resolved.revision, "task_names": [t.name for t in recipe.tasks],
+            "sources": [asdict(s) for s in sources], "results": []}
+
+
+def run_merge(config: MergeConfig) -> dict:
+    """Merge a recipe with one or all methods, evaluate, write and publish (the library form of ``hfdistac merge``).
+
+    Args:
+        config: A :class:`MergeConfig`.
+
+    Returns:
+        The report: ``{"recipe", "base", "zero_shot", "individual", "results": [per-method report], ...}``; a
+        per-method report has at least ``method, alpha, alpha_grid, tasks[{name, accuracy,
+        normalized_accuracy, ece?}], mean_accuracy, mean_normalized_accuracy``. With ``--push-to``,
+        ``pushed`` holds the commit (or pull request) made.
+    """
+    from ..checkpoints import load_base
+    from ..evaluation import resolve_device
+    from ..merging import MERGE_METHODS
+    from ..outputs import check_destination
+    from ..recipe import load_recipe
+    from .methods import merge_with
+    from .outputs import results_table, write_outputs
+    from .scoring import MergedModel, calibrate, evaluate_on_test, load_task_data, reference_rows
+    from .selection import select_alpha
+    from .sources import build_task_vectors
+
+    recipe = load_recipe(config.recipe)
+    methods = config.methods
+    if config.output:
+        check_destination(config.output, config.overwrite)
+    device = resolve_device(config.device)
+    base = load_base(recipe.base)
+    if len(recipe.tasks) < 2:
+        logger.warning("recipe %s has a single task: merging reduces to scaling its task vector", recipe.path)
+
+    with tempfile.TemporaryDirectory(prefix="hfdistac-merge-") as scratch:
+        tasks, train_data = load_task_data(recipe, base, config, methods)                       # 1
+        tvs, sources = build_task_vectors(recipe, base, Path(scratch), progress=config.progress)  # 2
+        merged = MergedModel(base, tasks, device, config.mixed_precision)
+        report = _new_report(recipe, base, sources)
+        normalizers = {"validation": {}, "test": {}}
+        if not config.weights_only:
+            normalizers = reference_rows(merged, base, report, progress=config.progress)
+        taus: dict[str, Any] = {}
+        learned: dict[str, dict] = {}
+        for name in methods:
+            tau, res, result = merge_with(name, tvs, config, merged, base, train_data)          # 3
+            taus[name] = tau
+            if result is not None:
+                learned[name] = result
+            res.update(select_alpha(tau, uses_alpha=MERGE_METHODS[name].uses_alpha, fixed=config.alpha,  # 4
+                                    grid=config.alpha_grid, merged=merged, normalizers=normalizers["validation"],
+                                    label=f"{name}: alpha search", progress=config.progress))
+            if not config.weights_only:
+                merged.set_weights(tau, res["alpha"])
+                scores, test_logits = evaluate_on_test(merged, normalizers["test"])             # 5
+                res.update(scores)
+                if config.calibrate:
+                    calibrate(merged, res, test_logits)                                        # 6
+            report["results"].append(res)
+        report["table_markdown"] = results_table(report) if not config.weights_only else ""
+        if config.output:
+            write_outputs(config, report, recipe, base, taus, tasks, sources, learned)           # 7
+    if config.push_to:
+        from ..hub import push_folder
+
+        report["pushed"] = push_folder(config.output, config.push_to, private=config.private,
+                                       revision=config.revision, create_pr=config.create_pr,
+                                       commit_message=config.commit_message or f"hfdistac merge ({config.method})")
+    return report

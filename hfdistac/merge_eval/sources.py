@@ -1,0 +1,82 @@
+"""Stages 1–2 of a merge: the recipe's sources resolved, and one lazy task vector per task.
+
+A task whose model directory holds ``task_vector.safetensors`` (an ``hfdistac condition`` output, local or
+pulled from the Hub) contributes that conditioned vector; its recorded base revision must match the
+recipe's base. Any other model contributes τ = θ_t − θ₀, written to a scratch safetensors file and read back
+lazily, so merging holds one tensor per task at a time. Normalisers stay the *original* fine-tuned models.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import CheckpointError
+
+
+@dataclass
+class TaskSource:
+    """Where a task's vector comes from (for reports and cards)."""
+
+    name: str
+    reference: str
+    revision: str
+    conditioned: bool
+    normalizer: str
+    norm: float
+
+
+def task_vector_for(reference: str, base, scratch: Path, name: str):
+    """The task vector of one recipe task (lazy, on disk) and its provenance.
+
+    A directory holding ``task_vector.safetensors`` (an ``hfdistac condition`` output, local or pulled from the
+    Hub) gives that vector; its recorded base revision must match the recipe's base. Otherwise τ = θ_t − θ₀.
+
+    Args:
+        reference: The task's model (Hub id or directory).
+        base: The recipe's :class:`~hfdistac.checkpoints.BaseModel`.
+        scratch: Folder for the task vector's safetensors file.
+        name: The task's name (the file's stem).
+
+    Returns:
+        ``(lazy TaskVector, TaskSource)``.
+    """
+    from ..checkpoints import check_against_base, load_finetuned
+    from ..hub import resolve_model
+    from ..task_vectors import check_compatible, compute_task_vector, load_task_vector
+
+    resolved = resolve_model(reference)
+    tv_file = resolved.local_dir / "task_vector.safetensors"
+    path = scratch / f"{name}.safetensors"
+    if tv_file.is_file():
+        tv = load_task_vector(tv_file)
+        rec_base = tv.metadata.get("base_revision")
+        if rec_base and rec_base != base.resolved.revision:
+            raise CheckpointError(
+                f"task vector of {reference!r} was computed against base revision {rec_base}, but the recipe's "
+                f"base {base.resolved.reference!r} is at {base.resolved.revision}",
+                "use the base the vector was conditioned from (see its card), or recompute it")
+        base_shapes = {k: v for k, v in base.weights.items()}
+        check_compatible(base_shapes, {k: tv[k] for k in tv}, (f"base {base.resolved.reference!r}",
+                                                                f"task vector {reference!r}"))
+        return tv, TaskSource(name, reference, resolved.revision, True, "", tv.norm())
+    ft = load_finetuned(reference)
+    check_against_base(base, ft)
+    tv = compute_task_vector(base.weights, ft.weights, {"source": reference, "source_revision": resolved.revision})
+    tv.save(path)
+    del ft, tv
+    lazy = load_task_vector(path)
+    return lazy, TaskSource(name, reference, resolved.revision, False, "", lazy.norm())
+
+
+def build_task_vectors(recipe, base, scratch: Path, *, progress: bool = True) -> tuple[list, list[TaskSource]]:
+    """Stage 2: the lazy task vector and the provenance of every task of the recipe, in recipe order."""
+    from tqdm.auto import tqdm
+
+    tvs, sources = [], []
+    for t in tqdm(recipe.tasks, desc="task vectors", disable=not progress, unit="task"):
+        tv, src = task_vector_for(t.model, base, scratch, t.name)
+        src.normalizer = t.normalizer or t.model
+        tvs.append(tv)
+        sources.append(src)
+    return tvs, sources
