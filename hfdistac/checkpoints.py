@@ -23,6 +23,7 @@ import torch
 
 from .errors import CheckpointError
 from .task_vectors import Weights, check_compatible
+from .tensor_files import check_finite, read_tensor, safe_open_checked, save_safetensors
 
 logger = logging.getLogger(__name__)
 
@@ -144,16 +145,14 @@ def read_vision_weights(directory: Path, dtype: torch.dtype | None = torch.float
         directory: A checkpoint directory (any supported layout).
         dtype: Cast floating tensors to this dtype (``None`` keeps the stored dtype).
     """
-    from safetensors import safe_open
-
     out: Weights = {}
     for path in weight_files(directory):
-        with safe_open(str(path), framework="pt") as f:
+        with safe_open_checked(path) as f:
             for key in f.keys():
                 ck = canonical_vision_key(key)
                 if ck is None:
                     continue
-                t = f.get_tensor(key)
+                t = read_tensor(f, key, path)
                 if not torch.is_floating_point(t):
                     continue
                 if ck in out:
@@ -162,6 +161,7 @@ def read_vision_weights(directory: Path, dtype: torch.dtype | None = torch.float
     if not out:
         raise CheckpointError(f"{str(directory)!r} has no CLIP vision-tower weights",
                               "hfdistac works on CLIP vision towers (CLIPVisionModel / CLIPModel checkpoints)")
+    check_finite(out.items(), f"the model in {str(directory)!r}")
     return out
 
 
@@ -273,12 +273,16 @@ def load_base(reference: str, *, token: str | None = None) -> BaseModel:
             f"base model {reference!r} is not a full CLIPModel (model_type={cfg.get('model_type')!r})",
             "the base must include the text tower to build zero-shot heads, e.g. openai/clip-vit-base-patch32",
         )
-    weight_files(resolved.local_dir)
+    for path in weight_files(resolved.local_dir):
+        with safe_open_checked(path):  # a truncated or corrupt file: say so before transformers tries
+            pass
     try:
         clip = CLIPModel.from_pretrained(resolved.local_dir, use_safetensors=True)
-    except (OSError, ValueError) as e:
-        raise CheckpointError(f"could not load base CLIPModel from {reference!r}: {str(e).splitlines()[0]}") from None
+    except Exception as e:  # noqa: BLE001 - whatever transformers raises for an unreadable checkpoint
+        raise CheckpointError(f"could not load base CLIPModel from {reference!r}: "
+                              f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
     clip.eval()
+    check_finite(clip.vision_model.named_parameters(), f"the base model {reference!r}")
     try:
         tokenizer = AutoTokenizer.from_pretrained(resolved.local_dir)
     except (OSError, ValueError, TypeError) as e:
@@ -306,8 +310,6 @@ def save_vision_checkpoint(directory: Path, vcfg, weights: Weights, metadata: di
 
     The safetensors metadata carries ``format: pt`` plus the given provenance strings.
     """
-    from safetensors.torch import save_file
-
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     cfg = vcfg.to_dict()
@@ -315,4 +317,4 @@ def save_vision_checkpoint(directory: Path, vcfg, weights: Weights, metadata: di
     cfg["model_type"] = "clip_vision_model"
     (directory / "config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
     meta = {"format": "pt", **{k: v if isinstance(v, str) else json.dumps(v) for k, v in (metadata or {}).items()}}
-    save_file({k: v.contiguous() for k, v in weights.items()}, str(directory / "model.safetensors"), metadata=meta)
+    save_safetensors(weights, directory / "model.safetensors", meta, what="the model to be written")

@@ -192,6 +192,10 @@ class CommonEvalOptions:
     templates: str | None = field(default=None, metadata=_h(
         "prompt-template file (one template per line containing {c}) overriding the task's standard ones",
         metavar="FILE"))
+    image_column: str | None = field(default=None, metadata=_h(
+        "the dataset's image column (default: its first Image feature)", metavar="NAME"))
+    label_column: str | None = field(default=None, metadata=_h(
+        "the dataset's label column (default: its first ClassLabel feature)", metavar="NAME"))
     progress: bool = field(default=True, metadata=_h("show progress bars"))
 
 

@@ -17,7 +17,7 @@ crop, normalise), batched, inside DataLoader workers; with several processes eac
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -98,6 +98,7 @@ def _load_local_dir(path: Path, split: str, streaming: bool):
     includes each file's path and modification time, keeping the card's features (ClassLabel names).
     """
     import datasets
+    from datasets.exceptions import DatasetGenerationError
 
     builder = datasets.load_dataset_builder(str(path))
     files = builder.config.data_files
@@ -106,8 +107,32 @@ def _load_local_dir(path: Path, split: str, streaming: bool):
     if split not in files:
         raise DataError(f"dataset {str(path)!r} has no split {split!r} (it has {sorted(files)})",
                         "choose one of the dataset's splits (e.g. train, test)")
-    return datasets.load_dataset(builder.name, data_files={split: list(files[split])}, split=split,
-                                 features=builder.info.features, streaming=streaming)
+    try:
+        return datasets.load_dataset(builder.name, data_files={split: list(files[split])}, split=split,
+                                     features=builder.info.features, streaming=streaming)
+    except DatasetGenerationError as e:
+        if _parquet_rows(files[split]) == 0:
+            raise DataError(f"split {split!r} of dataset {str(path)!r} is empty",
+                            "choose a split that holds images (e.g. train or test)") from None
+        cause = e.__cause__ or e
+        raise DataError(f"could not read split {split!r} of dataset {str(path)!r}: "
+                        f"{str(cause).splitlines()[0] if str(cause) else type(cause).__name__}",
+                        "check that its data files are complete (an interrupted download or copy?)") from None
+
+
+def _parquet_rows(files) -> int | None:
+    """Rows in a list of parquet files (from their footers), or ``None`` when some are not parquet."""
+    import pyarrow.parquet as pq
+
+    total = 0
+    for f in files:
+        if not str(f).endswith(".parquet"):
+            return None
+        try:
+            total += pq.ParquetFile(str(f)).metadata.num_rows
+        except Exception:  # noqa: BLE001 - unreadable: not "empty"
+            return None
+    return total
 
 
 def load_split(spec: DatasetSpec, split: str, *, streaming: bool | None = None):
@@ -138,6 +163,9 @@ def load_split(spec: DatasetSpec, split: str, *, streaming: bool | None = None):
             ds = datasets.load_dataset(ref, spec.config, split=stored, revision=revision, streaming=streaming)
     except (ValueError, KeyError) as e:
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        if "corresponds to no data" in msg:  # datasets' words for a split whose files hold no rows
+            raise DataError(f"split {stored!r} of dataset {spec.reference!r} is empty",
+                            "choose a split that holds images (e.g. train or test)") from None
         if "split" in msg.lower() or isinstance(e, KeyError):
             raise DataError(f"dataset {spec.reference!r} has no split {stored!r} ({msg})",
                             "choose one of the dataset's splits (e.g. train, test)") from None
@@ -209,36 +237,91 @@ def class_names(features, label_column: str | None) -> list[str] | None:
     return list(f.names) if isinstance(f, datasets.ClassLabel) else None
 
 
+def rgb_images(images: list, rows: Sequence[int], spec: DatasetSpec, split: str) -> list:
+    """Decoded images as RGB; an image that cannot be decoded raises :class:`DataError` naming its row."""
+    out = []
+    for image, row in zip(images, rows, strict=True):
+        try:
+            out.append(image.convert("RGB") if hasattr(image, "convert") else image)
+        except Exception as e:  # noqa: BLE001 - PIL raises many kinds for a broken file
+            raise _image_error(spec, split, row, e) from None
+    return out
+
+
+def _image_error(spec: DatasetSpec, split: str, row: int, err: BaseException) -> DataError:
+    text = str(err).splitlines()[0] if str(err) else type(err).__name__
+    return DataError(f"image at row {row} of split {split!r} of dataset {spec.reference!r} cannot be decoded "
+                     f"({text})", "repair or drop that row (the file may be truncated or not an image)")
+
+
+def decode_rows(dataset, rows: Sequence[int], column: str, spec: DatasetSpec, split: str) -> list:
+    """The images of ``rows`` of a map-style dataset, as RGB; a broken one raises :class:`DataError` naming
+    its row (the batch is decoded at once, and row by row only to find the culprit)."""
+    try:
+        images = dataset[list(rows)][column]
+    except Exception:  # noqa: BLE001 - find the row that fails
+        images = []
+        for row in rows:
+            try:
+                images.append(dataset[int(row)][column])
+            except Exception as e:  # noqa: BLE001
+                raise _image_error(spec, split, int(row), e) from None
+    return rgb_images(images, rows, spec, split)
+
+
+def check_labels(labels: torch.Tensor, num_classes: int, spec: DatasetSpec, split: str, offset: int = 0) -> None:
+    """Labels must lie in ``[0, num_classes)``; the first one that does not is named with its row."""
+    bad = ((labels < 0) | (labels >= num_classes)).nonzero()
+    if len(bad):
+        i = int(bad[0])
+        raise DataError(f"label {int(labels[i])} at row {offset + i} of split {split!r} of dataset "
+                        f"{spec.reference!r} is not a class index: the task has {num_classes} classes (0..{num_classes - 1})",
+                        "use the dataset the model was fine-tuned on, or fix its label column (--label-column)")
+
+
 class _Preprocessed(torch.utils.data.IterableDataset):
     """Batches of ``pixel_values`` (and ``labels``) from an HF dataset, preprocessed in the workers."""
 
     def __init__(self, ds, processor, image_column: str, label_column: str | None, batch_size: int,
-                 limit: int | None, drop_last: bool):
+                 limit: int | None, drop_last: bool, spec: DatasetSpec, split: str):
         super().__init__()
-        self.ds, self.processor = ds, processor
+        self.ds, self.processor, self.spec, self.split = ds, processor, spec, split
         self.image_column, self.label_column = image_column, label_column
         self.batch_size, self.limit, self.drop_last = batch_size, limit, drop_last
 
-    def _examples(self) -> Iterator[dict[str, Any]]:
+    def _examples(self) -> Iterator[tuple[int, dict[str, Any]]]:
+        """``(row, example)`` of this worker's part; ``row`` counts in the split (map-style) or the stream."""
         import datasets
 
         ds = self.ds
+        start, step = 0, 1
         info = torch.utils.data.get_worker_info()
         if info is not None and info.num_workers > 1:
             # Each worker reads its own part. Map-style: strided indices; streaming: shards or every n-th.
             if isinstance(ds, datasets.Dataset):
                 ds = ds.select(range(info.id, len(ds), info.num_workers))
+                start, step = info.id, info.num_workers
             else:
                 ds = datasets.distributed.split_dataset_by_node(ds, rank=info.id, world_size=info.num_workers)
-        yield from ds
+        it = iter(ds)
+        row = start
+        while True:
+            try:
+                ex = next(it)
+            except StopIteration:
+                return
+            except Exception as e:  # noqa: BLE001 - decoding happens while iterating
+                raise _image_error(self.spec, self.split, row, e) from None
+            yield row, ex
+            row += step
 
     def __iter__(self):
-        batch: list[dict[str, Any]] = []
+        batch: list[tuple[int, dict[str, Any]]] = []
         seen = 0
-        for ex in self._examples():
+        for row, ex in self._examples():
             if self.limit is not None and seen >= self.limit:
                 break
-            batch.append(ex)
+            batch.append((row, ex))
             seen += 1
             if len(batch) == self.batch_size:
                 yield self._collate(batch)
@@ -247,8 +330,9 @@ class _Preprocessed(torch.utils.data.IterableDataset):
             yield self._collate(batch)
 
     def _collate(self, batch):
-        images = [ex[self.image_column] for ex in batch]
-        images = [im.convert("RGB") if hasattr(im, "convert") else im for im in images]
+        rows = [r for r, _ in batch]
+        images = rgb_images([ex[self.image_column] for _, ex in batch], rows, self.spec, self.split)
+        batch = [ex for _, ex in batch]
         pixels = self.processor(images=images, return_tensors="pt")["pixel_values"]
         out = {"pixel_values": pixels}
         if self.label_column is not None:
@@ -306,7 +390,8 @@ class ImageData:
             with_labels: Include labels when the dataset has them.
         """
         label = self.label_column if with_labels else None
-        ds = _Preprocessed(self.dataset, processor, self.image_column, label, batch_size, limit, drop_last)
+        ds = _Preprocessed(self.dataset, processor, self.image_column, label, batch_size, limit, drop_last,
+                           self.spec, self.split)
         # A map-style dataset can only be split among workers when it has at least one example per worker.
         return torch.utils.data.DataLoader(ds, batch_size=None, num_workers=num_workers,
                                            persistent_workers=False)
@@ -323,7 +408,11 @@ def load_image_data(spec: DatasetSpec, split: str, *, streaming: bool | None = N
         raise InputError("empty dataset reference")
     ds = load_split(spec, split, streaming=streaming)
     img, lab = detect_columns(ds.features, spec.image_column, spec.label_column)
-    return ImageData(spec, split, ds, img, lab, class_names(ds.features, lab))
+    data = ImageData(spec, split, ds, img, lab, class_names(ds.features, lab))
+    if data.num_examples == 0:
+        raise DataError(f"split {split!r} of dataset {spec.reference!r} is empty",
+                        "choose a split that holds images (e.g. train or test)")
+    return data
 
 
 def dataset_revision(spec: DatasetSpec) -> str | None:

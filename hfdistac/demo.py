@@ -24,6 +24,7 @@ from pathlib import Path
 
 import yaml
 
+from .configs import check_fields
 from .configs import help_field as _h
 from .errors import InputError
 
@@ -48,25 +49,31 @@ class DemoConfig:
     suite: str | None = field(default=None, metadata=_h(
         "use this existing, complete example suite as it is (default: build or reuse DIR/example-suite)",
         metavar="DIR"))
-    tasks: int = field(default=8, metadata=_h("number of tasks when building the suite"))
-    seed: int = field(default=0, metadata=_h("seed of the suite"))
-    condition_steps: int = field(default=500, metadata=_h("DisTaC steps per conditioned model (the paper's 500)"))
-    condition_batch_size: int = field(default=128, metadata=_h("DisTaC global batch size (the paper's 128)"))
+    tasks: int = field(default=8, metadata=_h("number of tasks when building the suite", ge=2, le=8))
+    seed: int = field(default=0, metadata=_h("seed of the suite", ge=0))
+    condition_steps: int = field(default=500, metadata=_h("DisTaC steps per conditioned model (the paper's 500)",
+                                                          ge=1))
+    condition_batch_size: int = field(default=128, metadata=_h("DisTaC global batch size (the paper's 128)", ge=1))
     condition_lr: float = field(default=3e-4, metadata=_h(
         "DisTaC learning rate: the suite's fine-tuning rate, as the paper uses its fine-tuning rate (1e-5 for "
-        "ViT-B/32)"))
+        "ViT-B/32)", gt=0, le=1))
     methods: list[str] | None = field(default=None, metadata=_h(
         "merge methods to compare (default: task_arithmetic ties consensus tsvm average)"))
     kappa_grid: list[float] | None = field(default=None, metadata=_h(
-        "rescaling factors of the kappa sweep, as multiples of the norm-matching kappa (default 0.25 ... 4)"))
+        "rescaling factors of the kappa sweep, as multiples of the norm-matching kappa (default 0.25 ... 4)",
+        gt=0, le=100))
     progress: bool = field(default=True, metadata=_h("show progress bars"))
     overwrite: bool = field(default=False, metadata=_h("redo every step even if its output exists"))
 
     def __post_init__(self) -> None:
-        if self.tasks < 2:
-            raise InputError(f"--tasks must be >= 2 to merge anything, got {self.tasks}")
-        if self.condition_steps < 1:
-            raise InputError(f"--condition-steps must be >= 1, got {self.condition_steps}")
+        from .merging import MERGE_METHODS
+
+        check_fields(self)
+        unknown = [m for m in self.methods or () if m not in MERGE_METHODS or MERGE_METHODS[m].needs_data]
+        if unknown:
+            valid = [m for m, method in MERGE_METHODS.items() if not method.needs_data]
+            raise InputError(f"unknown --methods {', '.join(map(repr, unknown))}; valid: {', '.join(valid)}",
+                             "the demo compares the data-free methods (SAMerging: `hfdistac merge --method samerging`)")
 
     def to_dict(self) -> dict:
         return asdict(self)

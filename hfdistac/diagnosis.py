@@ -158,6 +158,7 @@ def inspect_models(
     num_workers: int = 0,
     templates: Sequence[Sequence[str] | None] | None = None,
     dataset_configs: Sequence[str | None] | None = None,
+    columns: Sequence[tuple[str | None, str | None] | None] | None = None,
     norm_threshold: float = DEFAULT_NORM_THRESHOLD,
     entropy_threshold: float = DEFAULT_ENTROPY_THRESHOLD,
     device: str = "cpu",
@@ -176,6 +177,7 @@ def inspect_models(
         num_workers: DataLoader workers for preprocessing.
         templates: Per-model prompt templates overriding the task defaults.
         dataset_configs: Per-model dataset configuration names.
+        columns: Per-model ``(image column, label column)`` overrides (``None``: detected).
         norm_threshold: Norm-ratio threshold for the norm-mismatch flag.
         entropy_threshold: Normalised-entropy threshold for the low-confidence flag.
         device: Torch device for evaluation.
@@ -186,18 +188,14 @@ def inspect_models(
     """
     from tqdm.auto import tqdm
 
-    from .checkpoints import build_vision_model, check_against_base, load_base, load_finetuned
-    from .data import DatasetSpec, load_image_data
-    from .evaluation import evaluate_model, head_for_task
-    from .hub import card_datasets, infer_base
-    from .metrics import reliability_bins
-    from .task_vectors import compute_task_vector, per_layer_norms
+    from .checkpoints import load_base, load_finetuned
+    from .hub import infer_base
 
     if not models:
         raise InputError("no models to inspect", "pass one or more fine-tuned model references")
     n = len(models)
     for label, seq in (("datasets", datasets), ("names", names), ("templates", templates),
-                       ("dataset_configs", dataset_configs)):
+                       ("dataset_configs", dataset_configs), ("columns", columns)):
         if seq is not None and len(seq) != n:
             raise InputError(f"got {len(seq)} {label} for {n} models", f"give one {label[:-1]} per model, or none")
     classify(1.0, None, None, None, norm_threshold=norm_threshold, entropy_threshold=entropy_threshold)
@@ -207,37 +205,26 @@ def inspect_models(
     base_model = load_base(base)
     theta0 = base_model.weights
     results: list[ModelDiagnosis] = []
-    bar = tqdm(total=n, desc="inspecting", disable=not progress, unit="model")
-    for i, ref in enumerate(models):
+    eval_options = {"split": split, "limit": limit, "batch_size": batch_size, "num_workers": num_workers,
+                    "device": device, "progress": progress}
+    for i, ref in enumerate(tqdm(models, desc="inspecting", disable=not progress, unit="model")):
         ft = first if i == 0 else load_finetuned(ref)
-        check_against_base(base_model, ft)
-        tv = compute_task_vector(theta0, ft.weights)
         name = names[i] if names else ref.rstrip("/").split("/")[-1]
-        diag = ModelDiagnosis(name=name, reference=ref, revision=ft.resolved.revision, norm=tv.norm(),
-                              per_layer_norms=per_layer_norms(tv))
         ds_ref = datasets[i] if datasets else None
         if ds_ref is None and datasets is None:
+            from .hub import card_datasets
+
             found = card_datasets(ft.card)
             ds_ref = found[0] if found else None
+        spec = None
         if ds_ref is not None:
-            data = load_image_data(DatasetSpec(ds_ref, dataset_configs[i] if dataset_configs else None), split)
-            head = head_for_task(base_model, data, templates=list(templates[i]) if templates and templates[i] else None)
-            model = build_vision_model(ft.config, ft.weights)
-            m = evaluate_model(model, head, data, base_model.image_processor, batch_size=batch_size, limit=limit,
-                               num_workers=num_workers, device=device, progress=progress, return_logits=True)
-            if m["labels"] is not None:
-                diag.reliability = reliability_bins(m["logits"], m["labels"])
-            diag.dataset, diag.split, diag.num_classes = ds_ref, split, head.num_classes
-            diag.entropy, diag.max_prob = m["entropy"], m["max_prob"]
-            diag.normalized_entropy = m["entropy"] / math.log(head.num_classes) if head.num_classes > 1 else 0.0
-            diag.accuracy, diag.ece = m.get("accuracy"), m.get("ece")
-            del model
-        else:
-            logger.info("no dataset for %s: norm diagnostics only", ref)
-        results.append(diag)
-        del ft, tv
-        bar.update(1)
-    bar.close()
+            from .data import DatasetSpec
+
+            image_column, label_column = (columns[i] if columns and columns[i] else (None, None))
+            spec = DatasetSpec(ds_ref, dataset_configs[i] if dataset_configs else None, image_column, label_column)
+        results.append(_diagnose_one(name, ref, ft, base_model, theta0, spec,
+                                     list(templates[i]) if templates and templates[i] else None, eval_options))
+        del ft
     for diag, (ratio, mean_others) in zip(results, norm_statistics([d.norm for d in results]), strict=True):
         diag.norm_ratio = ratio
         diag.flags, diag.recommendation = classify(diag.norm, ratio, mean_others, diag.normalized_entropy,
@@ -249,6 +236,38 @@ def inspect_models(
             diag.recommendation["command"] = cmd
     return Diagnosis(base=base, base_revision=base_model.resolved.revision, norm_threshold=norm_threshold,
                      entropy_threshold=entropy_threshold, models=results)
+
+
+def _diagnose_one(name: str, ref: str, ft, base_model, theta0, spec, templates: list[str] | None,
+                  options: dict) -> ModelDiagnosis:
+    """Norms of one model's task vector and, with a dataset, its entropy, accuracy, ECE and reliability."""
+    from .checkpoints import build_vision_model, check_against_base
+    from .data import load_image_data
+    from .evaluation import evaluate_model, head_for_task
+    from .metrics import reliability_bins
+    from .task_vectors import compute_task_vector, per_layer_norms
+
+    check_against_base(base_model, ft)
+    tv = compute_task_vector(theta0, ft.weights)
+    diag = ModelDiagnosis(name=name, reference=ref, revision=ft.resolved.revision, norm=tv.norm(),
+                          per_layer_norms=per_layer_norms(tv))
+    del tv
+    if spec is None:
+        logger.info("no dataset for %s: norm diagnostics only", ref)
+        return diag
+    data = load_image_data(spec, options["split"])
+    head = head_for_task(base_model, data, templates=templates)
+    model = build_vision_model(ft.config, ft.weights)
+    m = evaluate_model(model, head, data, base_model.image_processor, batch_size=options["batch_size"],
+                       limit=options["limit"], num_workers=options["num_workers"], device=options["device"],
+                       progress=options["progress"], return_logits=True)
+    if m["labels"] is not None:
+        diag.reliability = reliability_bins(m["logits"], m["labels"])
+    diag.dataset, diag.split, diag.num_classes = spec.reference, options["split"], head.num_classes
+    diag.entropy, diag.max_prob = m["entropy"], m["max_prob"]
+    diag.normalized_entropy = m["entropy"] / math.log(head.num_classes) if head.num_classes > 1 else 0.0
+    diag.accuracy, diag.ece = m.get("accuracy"), m.get("ece")
+    return diag
 
 
 def write_inspect_plots(diagnosis: Diagnosis, directory) -> list:
@@ -283,13 +302,16 @@ def run_inspect(config) -> Diagnosis:
     """
     from .evaluation import resolve_device
     from .heads import load_templates_file
-    from .outputs import atomic_output_dir, check_destination, write_json
+    from .outputs import atomic_output_dir, check_destination, check_writable, write_json
     from .recipe import load_recipe
 
     if config.output:
         check_destination(config.output, config.overwrite)
+    if config.json:
+        check_writable(config.json, "--json file")
     models, names, datasets, base = list(config.models), None, None, config.base
     templates = configs = None
+    columns = [(config.image_column, config.label_column)] * len(models)
     if len(models) == 1 and models[0].endswith((".yaml", ".yml")):
         recipe = load_recipe(models[0])
         models = [t.model for t in recipe.tasks]
@@ -297,6 +319,8 @@ def run_inspect(config) -> Diagnosis:
         datasets = [t.dataset for t in recipe.tasks]
         templates = [t.templates for t in recipe.tasks]
         configs = [t.dataset_config for t in recipe.tasks]
+        columns = [(config.image_column or t.image_column, config.label_column or t.label_column)
+                   for t in recipe.tasks]
         base = base or recipe.base
     if config.data is not None:
         if len(config.data) != len(models):
@@ -308,7 +332,8 @@ def run_inspect(config) -> Diagnosis:
         templates = [shared] * len(models)
     diagnosis = inspect_models(models, base=base, datasets=datasets, names=names, split=config.split,
                                limit=config.limit, batch_size=config.batch_size, num_workers=config.num_workers,
-                               templates=templates, dataset_configs=configs, norm_threshold=config.norm_threshold,
+                               templates=templates, dataset_configs=configs, columns=columns,
+                               norm_threshold=config.norm_threshold,
                                entropy_threshold=config.entropy_threshold,
                                device=str(resolve_device(config.device)), progress=config.progress)
     report = diagnosis.to_dict()

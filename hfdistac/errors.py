@@ -49,3 +49,7 @@ class DataError(HfDistacError):
 
 class TrainingError(HfDistacError):
     """A training run that had to stop (for example a non-finite loss)."""
+
+
+class OutputError(HfDistacError):
+    """An output that cannot be written: read-only location, no space left, permission denied."""

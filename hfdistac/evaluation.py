@@ -102,10 +102,17 @@ def predict(vision_model, head: Head, loader, *, device: torch.device | str = "c
     vision_model.eval().to(device)
     head = head.to(device)
     all_logits, all_labels = [], []
+    seen = 0
     for batch in tqdm(loader, desc=desc, disable=not progress, leave=False, unit="batch"):
-        if "labels" in batch and len(batch["labels"]) and int(batch["labels"].max()) >= head.num_classes:
-            raise DataError(f"the label column has label {int(batch['labels'].max())} but the head has only "
-                            f"{head.num_classes} classes", "use the dataset the head was built for")
+        if "labels" in batch and len(batch["labels"]):
+            labels = batch["labels"]
+            bad = ((labels < 0) | (labels >= head.num_classes)).nonzero()
+            if len(bad):
+                i = int(bad[0])
+                raise DataError(f"the label column has label {int(labels[i])} (row {seen + i}) but the head has "
+                                f"{head.num_classes} classes (0..{head.num_classes - 1})",
+                                "use the dataset the head was built for, or fix its label column (--label-column)")
+        seen += len(batch["pixel_values"])
         with autocast_context(device, mixed_precision):
             pooled = vision_model(pixel_values=batch["pixel_values"].to(device)).pooler_output
         all_logits.append(head.logits(pooled.float()).float().cpu())
@@ -226,14 +233,18 @@ def run_evaluate(config) -> dict:
         config: An :class:`~hfdistac.configs.EvaluateConfig`.
 
     Returns:
-        ``{"model", "revision", "base", "dataset", "split", "accuracy"?, "entropy", "max_prob", "ece"?, "n"}``.
+        ``{"model", "revision", "base", "dataset", "split", "accuracy"?, "entropy", "max_prob", "ece"?, "n"}``,
+        also written to ``config.json`` when set.
     """
     from .checkpoints import build_vision_model, check_against_base, load_base, load_finetuned
     from .data import DatasetSpec, load_image_data
     from .errors import InputError
     from .heads import load_templates_file
     from .hub import card_datasets, infer_base
+    from .outputs import check_writable
 
+    if config.json:
+        check_writable(config.json, "--json file")
     ft = load_finetuned(config.model)
     base_ref = infer_base(ft.card, config.model, config.base)
     data_ref = config.data or next(iter(card_datasets(ft.card)), None)
@@ -242,12 +253,18 @@ def run_evaluate(config) -> dict:
                          "pass --data with a Hub dataset id or a local dataset path")
     base = load_base(base_ref)
     check_against_base(base, ft)
-    data = load_image_data(DatasetSpec(data_ref, config.dataset_config), config.split)
+    data = load_image_data(DatasetSpec(data_ref, config.dataset_config, config.image_column, config.label_column),
+                           config.split)
     templates = load_templates_file(config.templates) if config.templates else None
     head = head_for_task(base, data, templates=templates)
     model = build_vision_model(ft.config, ft.weights)
     m = evaluate_model(model, head, data, base.image_processor, batch_size=config.batch_size, limit=config.limit,
                        num_workers=config.num_workers, device=resolve_device(config.device),
                        progress=config.progress)
-    return {"model": config.model, "revision": ft.resolved.revision, "base": base_ref,
-            "base_revision": base.resolved.revision, "dataset": data_ref, "split": config.split, **m}
+    result = {"model": config.model, "revision": ft.resolved.revision, "base": base_ref,
+              "base_revision": base.resolved.revision, "dataset": data_ref, "split": config.split, **m}
+    if config.json:
+        from .outputs import write_json
+
+        write_json(config.json, result)
+    return result

@@ -135,7 +135,7 @@ def head_cache_key(base_sha: str, dataset_id: str, class_names: list[str], templ
 
 def save_head(head: Head, path: str | Path) -> None:
     """Save a head as safetensors (tensors) with its names, templates and scale in the metadata."""
-    from safetensors.torch import save_file
+    from .tensor_files import save_safetensors
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -145,18 +145,16 @@ def save_head(head: Head, path: str | Path) -> None:
         "logit_scale": repr(head.logit_scale),
         "temperature": repr(head.temperature),
     }
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    save_file({"weight": head.weight.contiguous(), "projection": head.projection.contiguous()}, str(tmp), metadata=meta)
-    tmp.replace(path)
+    save_safetensors({"weight": head.weight, "projection": head.projection}, path, meta, what="the head")
 
 
 def load_head(path: str | Path) -> Head:
     """Load a head written by :func:`save_head`."""
-    from safetensors import safe_open
+    from .tensor_files import read_tensor, safe_open_checked
 
-    with safe_open(str(path), framework="pt") as f:
+    with safe_open_checked(path) as f:
         meta = f.metadata() or {}
-        weight, projection = f.get_tensor("weight"), f.get_tensor("projection")
+        weight, projection = read_tensor(f, "weight", path), read_tensor(f, "projection", path)
     return Head(weight, projection, float(meta["logit_scale"]), json.loads(meta["class_names"]),
                 json.loads(meta["templates"]), float(meta.get("temperature", "1.0")))
 

@@ -375,10 +375,12 @@ def push_folder(folder: str | Path, repo_id: str, *, private: bool = False, revi
 
     Creates the repo if needed (``private`` applies only then) and the branch ``revision`` if it does not exist
     (from the default branch), then commits all files (weights through LFS). Transient failures (HTTP 5xx/429,
-    dropped connections) are retried with exponential backoff.
+    dropped connections) are retried with exponential backoff; before a commit is retried, the repo is checked
+    for it (a commit whose answer was lost is not made twice, nor a second pull request opened). Symbolic links
+    are refused: nothing outside the folder is ever uploaded.
 
     Args:
-        folder: The directory to upload (``.git`` excluded).
+        folder: The directory to upload (``.git`` excluded; no symbolic links).
         repo_id: Target repo ``owner/name``.
         private: Create the repo private.
         revision: Branch to commit to (created if missing); default branch when ``None``.
@@ -392,38 +394,125 @@ def push_folder(folder: str | Path, repo_id: str, *, private: bool = False, revi
         ``{"repo_id", "commit_sha", "commit_url", "pr_url"}`` (``pr_url`` is ``None`` without ``create_pr``).
 
     Raises:
-        InputError: ``folder`` is not a directory or is empty; ``repo_id`` is invalid.
+        InputError: ``folder`` is not a directory, is empty or holds a symbolic link; ``repo_id`` is invalid.
         HubError: Access refused (401/403), repo/branch not found (404), offline, or the Hub kept failing.
     """
     folder = Path(folder).expanduser()
-    if not folder.is_dir():
-        raise InputError(f"nothing to push: {folder} is not a directory",
-                         hint="pass the output directory written by hfdistac")
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and ".git" not in p.relative_to(folder).parts)
-    if not files:
-        raise InputError(f"nothing to push: {folder} is empty", hint="pass the output directory written by hfdistac")
+    files = files_to_push(folder)
     repo_id = _check_repo_id(repo_id)
     from huggingface_hub import CommitOperationAdd, HfApi
 
     api = HfApi(token=token)
     what = f"repo {repo_id!r}"
+    retry = {"what": what, "token": token, "retries": retries, "retry_delay": retry_delay}
     _with_retries(lambda: api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model"),
-                  what=what, step=f"creating {what}", token=token, retries=retries, retry_delay=retry_delay)
+                  step=f"creating {what}", **retry)
     if revision and revision != "main":
         _with_retries(lambda: api.create_branch(repo_id, branch=revision, exist_ok=True),
-                      what=f"branch {revision!r} of {what}", step=f"creating branch {revision!r} of {what}",
-                      token=token, retries=retries, retry_delay=retry_delay)
+                      step=f"creating branch {revision!r} of {what}", **retry)
     message = commit_message or f"Upload {folder.resolve().name} with hfdistac"
+    landed = _LandedCheck(api, repo_id, revision, create_pr, folder, files)
 
     def commit():  # operations are mutated by create_commit: build them afresh for every attempt
         ops = [CommitOperationAdd(path_in_repo=p.relative_to(folder).as_posix(), path_or_fileobj=str(p))
                for p in files]
-        return api.create_commit(repo_id, ops, commit_message=message, revision=revision, create_pr=create_pr)
+        info = api.create_commit(repo_id, ops, commit_message=message, revision=revision, create_pr=create_pr)
+        return {"repo_id": repo_id, "commit_sha": info.oid, "commit_url": info.commit_url, "pr_url": info.pr_url}
 
-    info = _with_retries(commit, what=what, step=f"pushing {len(files)} files to {what}", token=token,
-                         retries=retries, retry_delay=retry_delay)
-    logger.info("pushed %d files from %s to %s (commit %s)", len(files), folder, repo_id, info.oid)
-    return {"repo_id": repo_id, "commit_sha": info.oid, "commit_url": info.commit_url, "pr_url": info.pr_url}
+    result = _with_retries(commit, step=f"pushing {len(files)} files to {what}", landed=landed, **retry)
+    logger.info("pushed %d files from %s to %s (commit %s)", len(files), folder, repo_id, result["commit_sha"])
+    return result
+
+
+def files_to_push(folder: Path) -> list[Path]:
+    """Every file of an output directory to upload (``.git`` excluded), refusing symbolic links.
+
+    A symlink may point anywhere (a token file, a private key): pushing follows no link, and one found inside
+    the folder stops the push before anything is sent.
+
+    Raises:
+        InputError: ``folder`` is not a directory, is empty, or holds a symbolic link.
+    """
+    if not folder.is_dir() or folder.is_symlink():
+        raise InputError(f"nothing to push: {folder} is not a directory",
+                         hint="pass the output directory written by hfdistac")
+    files = []
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=False):
+        here = Path(dirpath)
+        if ".git" in dirnames:
+            dirnames.remove(".git")
+        for name in [*dirnames, *filenames]:
+            if (here / name).is_symlink():
+                raise InputError(f"refusing to push {folder}: {here / name} is a symbolic link (to "
+                                 f"{os.readlink(here / name)!r})",
+                                 hint="a link may point at anything (a token, a key); replace it by a copy of the "
+                                      "file it points to, or remove it")
+        files.extend(here / f for f in filenames)
+    if not files:
+        raise InputError(f"nothing to push: {folder} is empty", hint="pass the output directory written by hfdistac")
+    return sorted(files)
+
+
+class _LandedCheck:
+    """After a commit attempt whose answer was lost: did it land? (so that a retry does not commit twice)
+
+    Before the first attempt it records the branch head (or, for a pull request, the open PR refs); afterwards a
+    new head (or a new PR) whose files equal the local files byte for byte means the commit went through.
+    """
+
+    def __init__(self, api, repo_id: str, revision: str | None, create_pr: bool, folder: Path, files: list[Path]):
+        self.api, self.repo_id, self.revision, self.create_pr = api, repo_id, revision, create_pr
+        self.folder, self.files = folder, files
+        self.before = self._state()
+
+    def _state(self) -> set[str] | str | None:
+        try:
+            if self.create_pr:
+                refs = self.api.list_repo_refs(self.repo_id, include_pull_requests=True)
+                return {r.ref for r in refs.pull_requests or []}
+            return self.api.repo_info(self.repo_id, revision=self.revision).sha
+        except Exception as err:  # noqa: BLE001 - an unreadable state just means "cannot tell": retry as before
+            logger.debug("could not read the state of %s: %s", self.repo_id, err)
+            return None
+
+    def _matches(self, revision: str) -> bool:
+        local = {p.relative_to(self.folder).as_posix(): p for p in self.files}
+        remote = {e.path: e for e in self.api.list_repo_tree(self.repo_id, revision=revision, recursive=True)
+                  if hasattr(e, "blob_id")}
+        for path, file in local.items():
+            entry = remote.get(path)
+            data = file.read_bytes()
+            if entry is None:
+                return False
+            if entry.lfs is not None:
+                if entry.lfs.sha256 != hashlib.sha256(data).hexdigest():
+                    return False
+            elif entry.blob_id != hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest():  # noqa: S324 - git's oid
+                return False
+        return True
+
+    def __call__(self) -> dict | None:
+        """The commit's result if it landed, else ``None``."""
+        now = self._state()
+        if self.before is None or now is None or now == self.before:
+            return None
+        from huggingface_hub import constants
+
+        base = f"{constants.ENDPOINT}/{self.repo_id}"
+        try:
+            if self.create_pr:
+                for ref in sorted(now - self.before, key=lambda r: int(r.rsplit("/", 1)[1]), reverse=True):
+                    if self._matches(ref):
+                        sha = self.api.repo_info(self.repo_id, revision=ref).sha
+                        return {"repo_id": self.repo_id, "commit_sha": sha, "commit_url": f"{base}/commit/{sha}",
+                                "pr_url": f"{base}/discussions/{ref.rsplit('/', 1)[1]}"}
+                return None
+            if self._matches(now):
+                return {"repo_id": self.repo_id, "commit_sha": now, "commit_url": f"{base}/commit/{now}",
+                        "pr_url": None}
+        except Exception as err:  # noqa: BLE001
+            logger.debug("could not compare %s with the local files: %s", self.repo_id, err)
+        return None
 
 
 def open_card_pr(repo_id: str, card_text: str, *, commit_message: str | None = None,
@@ -601,16 +690,24 @@ def _translate(err: BaseException, *, what: str, token: str | bool | None, readi
 
 
 def _with_retries(fn: Callable[[], T], *, what: str, step: str, token: str | bool | None, retries: int,
-                  retry_delay: float, not_found: type[HfDistacError] = HubError) -> T:
+                  retry_delay: float, not_found: type[HfDistacError] = HubError,
+                  landed: Callable[[], T | None] | None = None) -> T:
     """Call ``fn`` (``step``, for log lines), retrying transient errors with exponential backoff.
 
-    ``retries`` counts all attempts; the delay starts at ``retry_delay`` seconds and doubles.
+    ``retries`` counts all attempts; the delay starts at ``retry_delay`` seconds and doubles. ``landed``, when
+    given, is asked after a transient failure whether the attempt took effect anyway (its answer lost): its
+    result is returned instead of trying again.
     """
     attempts = max(1, int(retries))
     for attempt in range(1, attempts + 1):
         try:
             return fn()
         except Exception as err:
+            done = landed() if landed is not None and _is_transient(err) else None
+            if done is not None:
+                logger.warning("%s: the answer was lost (%s) but the change landed; not repeating it", step,
+                               _scrub(f"{type(err).__name__}: {_first_line(err)}", token))
+                return done
             if attempt < attempts and _is_transient(err):
                 delay = retry_delay * 2 ** (attempt - 1)
                 logger.warning("%s failed (%s); retrying in %.2fs (attempt %d of %d)", step,

@@ -1,14 +1,26 @@
-"""Atomic output directories: write into a temporary sibling, rename into place on success.
+"""Output directories and files: checked before the work, written atomically, never half-written or replaced.
 
-A failed or interrupted command leaves nothing half-written at the destination: the temporary folder is
-removed on error (and a stale one from a killed run is ignored and can be deleted).
+* :func:`check_destination` — before any work: the destination may not already exist (unless ``overwrite``),
+  and its folder must be writable (a read-only folder fails now, not after 500 training steps).
+* :class:`OutputLock` — one run per destination: a lock file carrying the owner's pid; a second run to the
+  same ``--output`` is refused while the first is alive, and a stale lock of a killed run is taken over.
+* :func:`atomic_output_dir` — write into a hidden sibling ``.NAME.tmp-PID-XXXX`` and rename it into place on
+  success; on failure it is removed, and those left by a killed run (their pid is dead) are removed by the
+  next run. The final rename never replaces a directory that appeared meanwhile unless ``overwrite``.
+* :func:`scratch_dir` — scratch space beside the output (not in the system temporary folder), removed after
+  use and, when a run was killed, by the next one.
+* :func:`write_json` — atomic JSON; every ``OSError`` of these helpers becomes one :class:`OutputError` line
+  naming the path and what the errno means (read-only, no space left, ...).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
+import logging
 import math
+import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -16,7 +28,9 @@ from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import InputError
+from .errors import InputError, OutputError
+
+logger = logging.getLogger(__name__)
 
 
 def _jsonable(obj: Any) -> Any:
@@ -38,26 +52,154 @@ def _jsonable(obj: Any) -> Any:
     return obj
 
 
+def os_error(path: str | Path, err: OSError, doing: str = "write") -> OutputError:
+    """One line for an ``OSError`` on ``path``: what failed, and what the errno means."""
+    meaning = {errno.EROFS: "the file system is read-only", errno.ENOSPC: "no space left on the device",
+               errno.EACCES: "permission denied", errno.EPERM: "operation not permitted",
+               errno.EDQUOT: "disk quota exceeded", errno.ENOTDIR: "a part of the path is not a directory",
+               errno.EISDIR: "it is a directory", errno.ENAMETOOLONG: "the name is too long"}.get(
+        err.errno, err.strerror or str(err))
+    hint = {errno.ENOSPC: "free some space or choose an --output on another disk",
+            errno.EDQUOT: "free some space or choose an --output on another disk"}.get(
+        err.errno, "choose a location you can write to")
+    return OutputError(f"cannot {doing} {str(path)!r}: {meaning}", hint)
+
+
 def write_json(path: str | Path, obj: Any) -> Path:
-    """Write JSON atomically (temp file + rename); dataclasses, tensors scalars and NaN handled."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(_jsonable(obj), indent=2, sort_keys=False) + "\n", encoding="utf-8")
-    tmp.replace(path)
+    """Write JSON atomically (temp file + rename); dataclasses, tensor scalars and NaN handled.
+
+    Raises:
+        OutputError: the file cannot be written (naming it and the reason).
+    """
+    path = Path(path).expanduser()
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(json.dumps(_jsonable(obj), indent=2, sort_keys=False) + "\n", encoding="utf-8")
+        tmp.replace(path)
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise os_error(path, e) from None
     return path
 
 
+def _nearest_existing(path: Path) -> Path:
+    p = path
+    while not p.exists() and p.parent != p:
+        p = p.parent
+    return p
+
+
+def check_writable(path: str | Path, what: str = "output") -> None:
+    """Refuse (before any work) a file or directory that could not be created: its nearest existing folder
+    must be a writable directory.
+
+    Raises:
+        OutputError: naming the folder and why.
+    """
+    folder = _nearest_existing(Path(path).expanduser().absolute().parent)
+    if not folder.is_dir():
+        raise OutputError(f"cannot write the {what} {str(path)!r}: {str(folder)!r} is not a directory")
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        raise os_error(folder, e, f"write the {what} {str(path)!r} into") from None
+
+
 def check_destination(path: str | Path, overwrite: bool) -> Path:
-    """Fail early (before any work) when the destination exists and may not be replaced."""
+    """Fail early (before any work) when the destination exists and may not be replaced, or cannot be written.
+
+    Raises:
+        InputError: it exists (without ``overwrite``) or is not a directory.
+        OutputError: its folder is not writable.
+    """
     p = Path(path).expanduser()
     if p.exists() and not overwrite:
-        if p.is_dir() and not any(p.iterdir()):
-            return p
-        raise InputError(f"output {str(p)!r} already exists", "choose another --output or pass --overwrite")
+        if not (p.is_dir() and not any(p.iterdir())):
+            raise InputError(f"output {str(p)!r} already exists", "choose another --output or pass --overwrite")
     if p.exists() and not p.is_dir():
         raise InputError(f"output {str(p)!r} exists and is not a directory")
+    check_writable(p)
     return p
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid exists (on this machine)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _owner_pid(name: str) -> int | None:
+    """The pid written into a hidden temporary name ``.X.tmp-PID-...`` / ``.X.scratch-PID-...``."""
+    try:
+        return int(name.rsplit(".", 1)[1].split("-")[1])
+    except (IndexError, ValueError):
+        return None
+
+
+def remove_stale(folder: Path, prefix: str) -> list[Path]:
+    """Remove ``folder/prefix*`` entries whose owner pid (in the name) is no longer running."""
+    removed = []
+    if not folder.is_dir():
+        return removed
+    for p in folder.glob(f"{prefix}*"):
+        pid = _owner_pid(p.name)
+        if pid is None or pid == os.getpid() or pid_alive(pid):
+            continue
+        logger.info("removing %s, left by an interrupted run (pid %d)", p, pid)
+        shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+        removed.append(p)
+    return removed
+
+
+class OutputLock:
+    """Exclusive use of an output destination by one run (``.NAME.lock`` beside it, holding the owner's pid).
+
+    Raises (on enter):
+        InputError: another live process holds the lock.
+    """
+
+    def __init__(self, path: str | Path):
+        self.target = Path(path).expanduser().absolute()
+        self.lock = self.target.with_name(f".{self.target.name}.lock")
+        self._held = False
+
+    def __enter__(self) -> OutputLock:
+        self.target.parent.mkdir(parents=True, exist_ok=True)
+        for _ in range(2):
+            try:
+                fd = os.open(self.lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                try:
+                    owner = int(self.lock.read_text().strip() or 0)
+                except (OSError, ValueError):
+                    owner = 0
+                if pid_alive(owner) and owner != os.getpid():
+                    raise InputError(f"another hfdistac run (pid {owner}) is writing {str(self.target)!r}",
+                                     "wait for it to finish, or choose another --output") from None
+                self.lock.unlink(missing_ok=True)  # a killed run's lock
+                continue
+            except OSError as e:
+                raise os_error(self.lock, e, "create the lock") from None
+            with os.fdopen(fd, "w") as fh:
+                fh.write(str(os.getpid()))
+            self._held = True
+            return self
+        raise InputError(f"could not lock {str(self.target)!r}", "retry")
+
+    def __exit__(self, *exc) -> None:
+        if self._held:
+            self.lock.unlink(missing_ok=True)
+            self._held = False
 
 
 @contextlib.contextmanager
@@ -67,19 +209,58 @@ def atomic_output_dir(path: str | Path, overwrite: bool = False) -> Iterator[Pat
     Args:
         path: The final directory.
         overwrite: Replace an existing non-empty directory.
+
+    Raises:
+        InputError: the destination exists (or appeared while the block ran) and ``overwrite`` is off.
+        OutputError: the directory cannot be written (read-only, full disk, ...); nothing is left behind.
     """
     final = check_destination(path, overwrite)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    remove_stale(final.parent, f".{final.name}.tmp-")
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-{os.getpid()}-", dir=final.parent))
+    except OSError as e:
+        raise os_error(final, e) from None
     try:
         yield tmp
+        _move_into_place(tmp, final, overwrite)
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise os_error(final, e) from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _move_into_place(tmp: Path, final: Path, overwrite: bool) -> None:
     old = None
     if final.exists():
-        old = final.with_name(f".{final.name}.old-{tmp.name[-8:]}")
+        if not overwrite and (not final.is_dir() or any(final.iterdir())):
+            raise InputError(f"output {str(final)!r} appeared while this run was writing it; it was left as it is",
+                             "choose another --output or pass --overwrite")
+        old = final.with_name(f".{final.name}.old-{os.getpid()}-{tmp.name[-8:]}")
         final.rename(old)
     tmp.rename(final)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def scratch_dir(output: str | Path | None, prefix: str = "hfdistac") -> Iterator[Path]:
+    """A scratch folder beside ``output`` (``.NAME.scratch-PID-XXXX``), or in the system temporary folder
+    when there is no output; removed afterwards, and stale ones of killed runs are removed first."""
+    if output is not None:
+        out = Path(output).expanduser().absolute()
+        folder, name = out.parent, f".{out.name}.scratch-"
+    else:
+        folder, name = Path(tempfile.gettempdir()), f".{prefix}.scratch-"
+    remove_stale(folder, name)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        path = Path(tempfile.mkdtemp(prefix=f"{name}{os.getpid()}-", dir=folder))
+    except OSError as e:
+        raise os_error(folder, e, "create scratch space in") from None
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)

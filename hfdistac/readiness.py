@@ -19,6 +19,7 @@ import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from .configs import check_fields
 from .configs import help_field as _h
 from .errors import InputError
 
@@ -40,18 +41,24 @@ class CardConfig:
     data: str | None = field(default=None, metadata=_h(
         "dataset for entropy/accuracy/ECE; default: the model card's first dataset ('none' to skip)"))
     dataset_config: str | None = field(default=None, metadata=_h("dataset configuration name"))
+    image_column: str | None = field(default=None, metadata=_h(
+        "the dataset's image column (default: its first Image feature)", metavar="NAME"))
+    label_column: str | None = field(default=None, metadata=_h(
+        "the dataset's label column (default: its first ClassLabel feature)", metavar="NAME"))
     reference: list[str] | None = field(default=None, metadata=_h(
         "other fine-tuned models of the same base to compare the task-vector norm against"))
     split: str = field(default="test", metadata=_h("split to measure on"))
-    limit: int | None = field(default=512, metadata=_h("use at most this many images (0 = all)"))
-    batch_size: int = field(default=64, metadata=_h("evaluation batch size"))
-    num_workers: int = field(default=0, metadata=_h("DataLoader workers for image preprocessing"))
+    limit: int | None = field(default=512, metadata=_h("use at most this many images (0 = all)", ge=0,
+                                                       zero_means_none=True, note="0 = all"))
+    batch_size: int = field(default=64, metadata=_h("evaluation batch size", ge=1))
+    num_workers: int = field(default=0, metadata=_h("DataLoader workers for image preprocessing", ge=0))
     device: str = field(default="auto", metadata=_h("torch device: auto, cpu, cuda, cuda:N"))
     templates: str | None = field(default=None, metadata=_h("prompt-template file overriding the task's",
                                                             metavar="FILE"))
-    norm_threshold: float = field(default=2.0, metadata=_h("norm-ratio threshold for the norm-mismatch verdict"))
+    norm_threshold: float = field(default=2.0, metadata=_h("norm-ratio threshold for the norm-mismatch verdict",
+                                                           gt=1))
     entropy_threshold: float = field(default=0.1, metadata=_h(
-        "normalised-entropy threshold (fraction of log C) for the low-confidence verdict"))
+        "normalised-entropy threshold (fraction of log C) for the low-confidence verdict", gt=0, lt=1))
     output: str | None = field(default=None, metadata=_h(
         "write README.md and hfdistac/ assets here (default: print the section; a temp dir when pushing)",
         metavar="DIR"))
@@ -65,15 +72,12 @@ class CardConfig:
     progress: bool = field(default=True, metadata=_h("show progress bars"))
 
     def __post_init__(self) -> None:
+        check_fields(self)
         if not self.model:
             raise InputError("no model given")
         if self.push_to and self.open_pr:
             raise InputError("--push-to and --open-pr are mutually exclusive",
                              "--open-pr proposes the card on the model's own repo; --push-to writes another repo")
-        if self.limit is not None and self.limit < 0:
-            raise InputError(f"--limit must be >= 0 (0 = all), got {self.limit}")
-        if self.limit == 0:
-            self.limit = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -157,6 +161,7 @@ def run_card(config: CardConfig) -> dict:
                                split=config.split, limit=config.limit, batch_size=config.batch_size,
                                num_workers=config.num_workers, templates=[templates] + [None] * len(refs),
                                dataset_configs=[config.dataset_config] + [None] * len(refs),
+                               columns=[(config.image_column, config.label_column)] + [None] * len(refs),
                                norm_threshold=config.norm_threshold, entropy_threshold=config.entropy_threshold,
                                device=str(resolve_device(config.device)), progress=config.progress)
     m = diagnosis.models[0]

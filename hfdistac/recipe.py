@@ -14,7 +14,11 @@ Format (YAML, ``format: hfdistac.recipe.v1``; relative paths resolve against the
         dataset_config: cropped_digits              # optional
         train_split: train                          # optional, default train
         test_split: test                            # optional, default test
-        templates: [...]                            # optional prompt templates
+        templates: [...]                            # optional prompt templates (each with {c})
+        image_column: img                           # optional: default, the first Image feature
+        label_column: label                         # optional: default, the first ClassLabel feature
+
+Every value is type-checked: a wrong type names the key, the value and what is expected.
 
 ``inspect``, ``merge`` and ``demo`` read recipes; the example suite writes them.
 """
@@ -27,7 +31,12 @@ from pathlib import Path
 from .errors import InputError, ReferenceNotFoundError
 
 RECIPE_FORMAT = "hfdistac.recipe.v1"
-_TASK_KEYS = {"name", "model", "normalizer", "dataset", "dataset_config", "train_split", "test_split", "templates"}
+_TASK_KEYS = {"name", "model", "normalizer", "dataset", "dataset_config", "train_split", "test_split", "templates",
+              "image_column", "label_column"}
+_STRING_KEYS = {"name": "a task name", "model": "a Hub id or path", "normalizer": "a Hub id or path",
+                "dataset": "a Hub dataset id or path", "dataset_config": "a configuration name",
+                "train_split": "a split name", "test_split": "a split name", "image_column": "a column name",
+                "label_column": "a column name"}
 _TOP_KEYS = {"format", "name", "description", "base", "tasks"}
 
 
@@ -43,6 +52,8 @@ class RecipeTask:
     train_split: str = "train"
     test_split: str = "test"
     templates: list[str] | None = None
+    image_column: str | None = None
+    label_column: str | None = None
 
 
 @dataclass
@@ -72,6 +83,25 @@ def _resolve(value: str | None, folder: Path) -> str | None:
     return value
 
 
+def _check_task_types(path: Path, i: int, task: dict) -> None:
+    """Every value of a recipe task has the type it must have (strings; templates a list of strings with {c})."""
+    where = f"recipe {str(path)!r}: task #{i + 1}"
+    for key, expected in _STRING_KEYS.items():
+        value = task.get(key)
+        if value is not None and not isinstance(value, str) or (key == "model" and not value):
+            raise InputError(f"{where} key '{key}' must be a string ({expected}), got {value!r}",
+                             "quote the value in the YAML if it looks like a number")
+    templates = task.get("templates")
+    if templates is not None:
+        if not isinstance(templates, list) or not templates or not all(isinstance(x, str) for x in templates):
+            raise InputError(f"{where} key 'templates' must be a list of strings, got {templates!r}",
+                             "e.g. templates: ['a photo of a {c}.']")
+        missing = [x for x in templates if "{c}" not in x]
+        if missing:
+            raise InputError(f"{where}: every template must contain {{c}} (where the class name goes), got "
+                             f"{missing[0]!r}", "e.g. templates: ['a photo of a {c}.']")
+
+
 def load_recipe(path: str | Path) -> Recipe:
     """Read and validate a recipe file.
 
@@ -99,6 +129,9 @@ def load_recipe(path: str | Path) -> Recipe:
         raise InputError(f"recipe {str(p)!r} has unknown keys {sorted(unknown)}; allowed: {sorted(_TOP_KEYS)}")
     if not raw.get("base"):
         raise InputError(f"recipe {str(p)!r} has no 'base' model")
+    for key in ("base", "name", "description"):
+        if key in raw and not isinstance(raw[key], str):
+            raise InputError(f"recipe {str(p)!r}: '{key}' must be a string, got {raw[key]!r}")
     tasks_raw = raw.get("tasks")
     if not isinstance(tasks_raw, list) or not tasks_raw:
         raise InputError(f"recipe {str(p)!r} needs a non-empty 'tasks' list")
@@ -111,12 +144,14 @@ def load_recipe(path: str | Path) -> Recipe:
         if bad:
             raise InputError(f"recipe {str(p)!r}: task #{i + 1} has unknown keys {sorted(bad)}; "
                              f"allowed: {sorted(_TASK_KEYS)}")
-        name = str(t.get("name") or Path(str(t["model"])).name)
+        _check_task_types(p, i, t)
+        name = t.get("name") or Path(t["model"]).name
         tasks.append(RecipeTask(
-            name=name, model=_resolve(str(t["model"]), folder),
+            name=name, model=_resolve(t["model"], folder),
             dataset=_resolve(t.get("dataset"), folder), normalizer=_resolve(t.get("normalizer"), folder),
             dataset_config=t.get("dataset_config"), train_split=t.get("train_split", "train"),
-            test_split=t.get("test_split", "test"), templates=t.get("templates")))
+            test_split=t.get("test_split", "test"), templates=t.get("templates"),
+            image_column=t.get("image_column"), label_column=t.get("label_column")))
     names = [t.name for t in tasks]
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:

@@ -12,7 +12,6 @@ time never hold more than one tensor per task in memory.
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from collections.abc import Iterator, Mapping
@@ -21,6 +20,7 @@ from pathlib import Path
 import torch
 
 from .errors import CheckpointError
+from .tensor_files import check_finite, read_tensor, safe_open_checked, save_safetensors
 
 Weights = dict[str, torch.Tensor]
 
@@ -44,9 +44,7 @@ class TaskVector(Mapping[str, torch.Tensor]):
         self._path = Path(path) if path is not None else None
         self._keys: list[str]
         if self._path is not None:
-            from safetensors import safe_open
-
-            with safe_open(str(self._path), framework="pt") as f:
+            with safe_open_checked(self._path) as f:
                 self._keys = list(f.keys())
                 file_meta = dict(f.metadata() or {})
             self.metadata = {**file_meta, **(metadata or {})}
@@ -60,10 +58,10 @@ class TaskVector(Mapping[str, torch.Tensor]):
             return self._tensors[key]
         if key not in self._keys:
             raise KeyError(key)
-        from safetensors import safe_open
-
-        with safe_open(str(self._path), framework="pt") as f:
-            return f.get_tensor(key)
+        with safe_open_checked(self._path) as f:
+            tensor = read_tensor(f, key, self._path)
+        check_finite([(key, tensor)], f"task vector {str(self._path)!r}")
+        return tensor
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._keys)
@@ -83,9 +81,7 @@ class TaskVector(Mapping[str, torch.Tensor]):
         """An in-memory copy (reads every tensor once)."""
         if not self.is_lazy:
             return self
-        from safetensors.torch import load_file
-
-        return TaskVector(load_file(str(self._path)), self.metadata)
+        return TaskVector({k: self[k] for k in self._keys}, self.metadata)
 
     def scaled(self, factor: float) -> TaskVector:
         """κ·τ as a new in-memory task vector (metadata kept, ``scale`` recorded)."""
@@ -229,19 +225,14 @@ def save_task_vector(task_vector: Mapping[str, torch.Tensor], path: str | Path,
     The metadata always carries ``format`` and ``norm``; ``metadata`` and the task vector's own metadata
     (if it is a :class:`TaskVector`) are merged, explicit arguments winning.
     """
-    from safetensors.torch import save_file
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     meta = dict(getattr(task_vector, "metadata", {}) or {})
     meta.update(metadata or {})
     meta["format"] = TASK_VECTOR_FORMAT
     meta["norm"] = repr(global_norm(task_vector))
-    meta = {k: v if isinstance(v, str) else json.dumps(v) for k, v in meta.items()}
-    tmp = path.with_name(path.name + ".tmp")
-    save_file({k: v.contiguous() for k, v in task_vector.items()}, str(tmp), metadata=meta)
-    tmp.replace(path)
-    return path
+    tensors = {k: task_vector[k] for k in task_vector}
+    return save_safetensors(tensors, path, meta, what="the task vector to be written")
 
 
 def load_task_vector(path: str | Path, lazy: bool = True) -> TaskVector:

@@ -124,6 +124,7 @@ class Injection:
     reset: bool
     headers: dict[str, str]
     body: bytes
+    after: bool = False
 
 
 @dataclass
@@ -192,7 +193,8 @@ class HubServer:
 
     # ---------------------------------------------------------------- test controls
     def fail(self, path_pattern: str, status: int = 500, times: int = 1, *, method: str | None = None,
-             reset: bool = False, headers: dict[str, str] | None = None, body: str | bytes | None = None) -> None:
+             reset: bool = False, headers: dict[str, str] | None = None, body: str | bytes | None = None,
+             after: bool = False) -> None:
         """Make the next ``times`` requests whose path matches ``path_pattern`` (``re.search``) fail.
 
         Args:
@@ -204,6 +206,8 @@ class HubServer:
             reset: Close the connection without answering (a "connection reset") instead of sending ``status``.
             headers: Extra response headers.
             body: Response body (a JSON error by default).
+            after: Carry the request out, then close the connection without answering: the change is made
+                but the client never hears of it (a response lost on the way back).
         """
         hdrs = dict(headers or {})
         if status == 401 and not hdrs:
@@ -212,7 +216,7 @@ class HubServer:
             body = json.dumps({"error": hdrs.get("X-Error-Message", f"injected failure {status}")})
         with self._lock:
             self._injections.append(Injection(re.compile(path_pattern), status, times, method and method.upper(),
-                                              reset, hdrs, body.encode() if isinstance(body, str) else body))
+                                              reset, hdrs, body.encode() if isinstance(body, str) else body, after))
 
     def clear(self) -> None:
         """Forget recorded requests and pending failure injections, and stop requiring auth for reads.
@@ -320,6 +324,8 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         return self.rfile.read(length) if length else b""
 
+    _drop_response = False
+
     def _send(self, status: int, body: bytes | dict | list | str = b"", headers: dict[str, str] | None = None,
               content_type: str | None = None) -> None:
         if isinstance(body, (dict, list)):
@@ -329,6 +335,8 @@ class _Handler(BaseHTTPRequestHandler):
             body = body.encode()
             content_type = content_type or "text/plain; charset=utf-8"
         self._record.status = status
+        if self._drop_response:  # the work is done; the answer never leaves
+            raise _Reset()
         self.send_response(status)
         self.send_header("Content-Type", content_type or "application/octet-stream")
         for key, value in (headers or {}).items():
@@ -375,6 +383,10 @@ class _Handler(BaseHTTPRequestHandler):
             if injection is not None:
                 injection.times -= 1
         try:
+            if injection is not None and injection.after:
+                self._drop_response = True
+                self._route()
+                raise _Reset()
             if injection is not None:
                 if injection.reset:
                     raise _Reset()

@@ -44,10 +44,7 @@ def _cmd_inspect(cfg) -> int:
 
 
 def _cmd_evaluate(cfg) -> int:
-    import json
-
     from ..evaluation import run_evaluate
-    from ..outputs import write_json
     from ..tables import table
 
     res = run_evaluate(cfg)
@@ -55,9 +52,7 @@ def _cmd_evaluate(cfg) -> int:
     print(table(["model", "dataset", "split", *keys], [[res["model"], res["dataset"], res["split"],
                                                          *[res[k] for k in keys]]]))
     if cfg.json:
-        write_json(cfg.json, res)
-    elif not sys.stdout.isatty():
-        logger.debug(json.dumps(res))
+        print(f"wrote {cfg.json}")
     return 0
 
 

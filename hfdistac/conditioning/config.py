@@ -28,6 +28,10 @@ class ConditionConfig:
     data: str | None = field(default=None, metadata=_h(
         "unlabeled images of the model's task (Hub dataset id or local path); default: the model card's dataset"))
     dataset_config: str | None = field(default=None, metadata=_h("dataset configuration name (e.g. cropped_digits)"))
+    image_column: str | None = field(default=None, metadata=_h(
+        "the dataset's image column (default: its first Image feature)", metavar="NAME"))
+    label_column: str | None = field(default=None, metadata=_h(
+        "the dataset's label column (default: its first ClassLabel feature)", metavar="NAME"))
     recipe: str | None = field(default=None, metadata=_h(
         "recipe YAML: with --task it gives model, base and dataset, and --reference defaults to the other tasks",
         metavar="FILE"))

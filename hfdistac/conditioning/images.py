@@ -24,9 +24,12 @@ class ImageStore:
         processor: The base model's image processor.
         image_column: The image column.
         budget_bytes: Keep every preprocessed image when all of them fit in this many bytes.
+        spec: The dataset's :class:`~hfdistac.data.DatasetSpec` (names it in errors).
+        split: The split's name (for errors).
     """
 
-    def __init__(self, dataset, processor, image_column: str, budget_bytes: float):
+    def __init__(self, dataset, processor, image_column: str, budget_bytes: float, spec=None, split: str = "train"):
+        self.spec, self.split = spec, split
         self.images = dataset.select_columns([image_column])
         self.image_column = image_column
         self.processor = processor
@@ -38,8 +41,10 @@ class ImageStore:
 
     def process(self, indices: Sequence[int]) -> torch.Tensor:
         """Decode and preprocess (no cache): ``pixel_values [len(indices), 3, H, W]``."""
-        images = self.images[list(indices)][self.image_column]
-        images = [im.convert("RGB") if hasattr(im, "convert") else im for im in images]
+        from ..data import DatasetSpec, decode_rows
+
+        spec = self.spec or DatasetSpec("<dataset>")
+        images = decode_rows(self.images, indices, self.image_column, spec, self.split)
         return self.processor(images=images, return_tensors="pt")["pixel_values"]
 
     def put(self, indices: Sequence[int], pixels: torch.Tensor) -> None:

@@ -57,6 +57,8 @@ def from_recipe(config: ConditionConfig) -> tuple[ConditionConfig, list[str] | N
         reference = [t.model for t in recipe.tasks if t.name != task.name] or None
     filled = replace(config, model=task.model, recipe=None, task=None, base=config.base or recipe.base,
                      data=config.data or task.dataset, dataset_config=config.dataset_config or task.dataset_config,
+                     image_column=config.image_column or task.image_column,
+                     label_column=config.label_column or task.label_column,
                      reference=reference,
                      train_split=config.train_split if config.train_split != "train" else task.train_split,
                      eval_split=config.eval_split if config.eval_split != "test" else task.test_split)
@@ -118,7 +120,7 @@ def _load_splits(config: ConditionConfig, source) -> tuple[Any, Any | None]:
     """The training split (map-style, ``--train-limit`` applied) and the evaluation split (or ``None``)."""
     from ..data import DatasetSpec, load_image_data
 
-    spec = DatasetSpec(config.data, config.dataset_config)
+    spec = DatasetSpec(config.data, config.dataset_config, config.image_column, config.label_column)
     train = load_image_data(spec, config.train_split, streaming=False)
     if config.train_limit is not None and config.train_limit < len(train.dataset):
         train = replace(train, dataset=train.dataset.select(range(config.train_limit)))

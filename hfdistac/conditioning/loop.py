@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import math
 import shutil
 import time
 from dataclasses import asdict, dataclass, replace
@@ -84,16 +85,21 @@ class _Evaluator:
         ds = inputs.eval.dataset
         n_eval = len(ds) if self.config.eval_limit is None else min(len(ds), self.config.eval_limit)
         ds = ds.select(range(n_eval))
-        self.store = ImageStore(ds, inputs.base.image_processor, inputs.eval.image_column, budget)
+        self.store = ImageStore(ds, inputs.base.image_processor, inputs.eval.image_column, budget, inputs.eval.spec,
+                                inputs.eval.split)
         self.indices = list(range(n_eval))
         if inputs.eval.label_column is not None:
             self.labels = torch.tensor([int(v) for v in ds[inputs.eval.label_column]])
+        self.spec, self.split = inputs.eval.spec, inputs.eval.split
 
     def __call__(self, classifier, num_classes: int) -> dict | None:
+        from ..data import check_labels
         from ..evaluation import metrics_with_reliability
 
         if self.store is None:
             return None
+        if self.labels is not None:
+            check_labels(self.labels, num_classes, self.spec, self.split)
         logits = sharded_logits(classifier, self.store, self.indices, self.config.eval_batch_size, self.accelerator,
                                 num_classes, self.config.num_workers)
         return metrics_with_reliability(logits, self.labels)
@@ -151,7 +157,8 @@ def _set_up(inputs: Inputs, accelerator) -> _Setup:
     if inputs.eval is not None:
         check_head_matches(head, inputs.eval)
     budget = cfg.cache_images_gb * 2**30
-    train_store = ImageStore(inputs.train.dataset, inputs.base.image_processor, inputs.train.image_column, budget)
+    train_store = ImageStore(inputs.train.dataset, inputs.base.image_processor, inputs.train.image_column, budget,
+                             inputs.train.spec, inputs.train.split)
     evaluate = _Evaluator(inputs, accelerator, budget)
 
     # Teacher θ₀ + τ: frozen, in eval mode, never in the optimiser.
@@ -332,14 +339,33 @@ def run_condition(config: ConditionConfig) -> dict:
 
     Raises:
         InputError, DataError, CheckpointError: bad input (nothing is written).
-        TrainingError: a non-finite loss (nothing is written).
+        TrainingError: a non-finite loss, or a diverged result (non-finite or > 10x the longer of ‖τ‖ and the
+            target norm); nothing is written.
+        OutputError: the output location cannot be written (checked before training).
     """
-    from .outputs import build_report, write_output
+    from ..outputs import OutputLock, check_destination
 
     inputs = resolve_inputs(config)
     accelerator = make_accelerator(inputs.config)
-    setup = _set_up(inputs, accelerator)
-    trained = _train(setup, inputs, accelerator)
+    main = accelerator.is_main_process
+    with OutputLock(inputs.output) if main else contextlib.nullcontext():
+        if main:  # another run may have finished writing it since resolve_inputs looked
+            check_destination(inputs.output, inputs.config.overwrite)
+        setup = _set_up(inputs, accelerator)
+        trained = _train(setup, inputs, accelerator)
+        report = _finish(setup, trained, inputs, accelerator)
+    cfg = setup.config
+    if cfg.push_to and main:
+        from ..hub import push_folder
+
+        report["pushed"] = push_folder(inputs.output, cfg.push_to, private=cfg.private, revision=cfg.revision,
+                                       create_pr=cfg.create_pr, commit_message=cfg.commit_message)
+    return report
+
+
+def _finish(setup: _Setup, trained: dict[str, Any], inputs: Inputs, accelerator) -> dict:
+    """Evaluate the result, check it, build the report and (main process) write the output directory."""
+    from .outputs import build_report, write_output
 
     student = trained["student"]
     student.eval()
@@ -350,6 +376,7 @@ def run_condition(config: ConditionConfig) -> dict:
     report = build_report(inputs, setup.config, setup.kappa, setup.target_norm, theta, metrics, trained["history"],
                           setup.diagnosis, ranks, setup.accumulation, setup.teacher_logits is not None,
                           trained["projected_steps"] if setup.radius is not None else None)
+    check_result(report, setup.config)
     ratio = report["norm_after_over_target"]
     if setup.radius is None and setup.preset in ("norm", "both") and abs(ratio - 1) > 0.15 \
             and accelerator.is_main_process:
@@ -358,15 +385,29 @@ def run_condition(config: ConditionConfig) -> dict:
                        ratio)
     report["timing"] = trained["timing"]
     report["history"] = report.pop("history")  # keep the long list last
-    cfg = setup.config
     if accelerator.is_main_process:
-        write_output(inputs, cfg, report, theta, metrics)
-        if cfg.checkpoint_every:
+        write_output(inputs, setup.config, report, theta, metrics)
+        if setup.config.checkpoint_every:
             shutil.rmtree(inputs.checkpoint_dir, ignore_errors=True)
     accelerator.wait_for_everyone()
-    if cfg.push_to and accelerator.is_main_process:
-        from ..hub import push_folder
-
-        report["pushed"] = push_folder(inputs.output, cfg.push_to, private=cfg.private, revision=cfg.revision,
-                                       create_pr=cfg.create_pr, commit_message=cfg.commit_message)
     return report
+
+
+#: A conditioned task vector longer than this multiple of the longer of ‖τ‖ and the target norm is a diverged
+#: run, not a result: the anchor pulls θ towards θ_init = θ₀ + κτ, and the paper reports ≈1.1x the target.
+MAX_NORM_GROWTH = 10.0
+
+
+def check_result(report: dict, config: ConditionConfig) -> None:
+    """Refuse to save a diverged run: a non-finite or absurdly long conditioned task vector.
+
+    Raises:
+        TrainingError: naming the norm reached and how to avoid it (nothing is written).
+    """
+    norm, limit = report["norm_after"], MAX_NORM_GROWTH * max(report["norm_before"], report["target_norm"])
+    if not math.isfinite(norm) or norm > limit:
+        raise TrainingError(f"the conditioned task vector diverged: its norm is {norm:.4g}, "
+                            f"{norm / report['target_norm']:.3g}x the target {report['target_norm']:.4g} "
+                            f"(more than {MAX_NORM_GROWTH:g}x the longer of ‖τ‖ and the target); nothing was written",
+                            f"lower --lr (got {config.lr:g}; the paper uses the fine-tuning rate, 1e-5 for "
+                            "ViT-B/32), or bound the norm with --max-norm-ratio")

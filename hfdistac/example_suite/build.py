@@ -97,17 +97,55 @@ def _read_summary(directory: Path) -> dict[str, Any] | None:
 
 def suite_status(directory: str | Path) -> str:
     """State of a directory: ``"missing"``, ``"complete"``, ``"partial"`` (a suite whose build did not finish)
-    or ``"foreign"`` (a non-empty directory that is not a suite)."""
+    or ``"foreign"`` (a non-empty directory that is not a suite). Only a directory holding the build's own
+    manifest (:data:`MARKER`) is a suite: an unrelated ``suite.json`` does not make one."""
     d = Path(directory)
     if not d.exists():
         return "missing"
-    if _read_summary(d) is not None:
-        return "complete"
-    if (d / MARKER).exists() or (d / "suite.json").exists():
-        return "partial"
+    if (d / MARKER).is_file():
+        return "complete" if _read_summary(d) is not None else "partial"
     if d.is_dir() and not any(d.iterdir()):
         return "missing"
     return "foreign"
+
+
+#: What suites built before the manifest listed its files held at their top level.
+_LEGACY_LAYOUT = ("base", "data", "models", "recipes", "README.md", "suite.json", MARKER)
+
+
+def _owned_files(directory: Path) -> set[Path]:
+    """The files the build wrote into ``directory``, from its manifest (the only ones a rebuild may delete)."""
+    lines = (directory / MARKER).read_text(encoding="utf-8").splitlines()[1:]
+    if lines:
+        return {directory / line for line in lines if line.strip()} | {directory / MARKER}
+    owned = set()
+    for name in _LEGACY_LAYOUT:
+        p = directory / name
+        owned.update(q for q in p.rglob("*") if q.is_file()) if p.is_dir() else owned.add(p)
+    return owned
+
+
+def _foreign_files(directory: Path) -> list[Path]:
+    """Files in a suite directory that its build did not write."""
+    owned = _owned_files(directory)
+    return sorted(p for p in directory.rglob("*") if (p.is_file() or p.is_symlink()) and p not in owned)
+
+
+def _remove_owned(directory: Path) -> None:
+    """Delete exactly the files the build wrote, then the folders that became empty, then ``directory``."""
+    for p in _owned_files(directory):
+        p.unlink(missing_ok=True)
+    for folder in sorted((q for q in directory.rglob("*") if q.is_dir()), key=lambda q: len(q.parts),
+                         reverse=True):
+        with contextlib.suppress(OSError):
+            folder.rmdir()
+    directory.rmdir()  # fails (OSError) if anything else is still there: nothing else was deleted
+
+
+def _write_manifest(root: Path) -> None:
+    files_written = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()
+                           and p.name != MARKER)
+    (root / MARKER).write_text("\n".join([SUITE_FORMAT, *files_written]) + "\n", encoding="utf-8")
 
 
 def _same_request(fig: dict[str, Any], config: SuiteConfig, plan: SuitePlan) -> bool:
@@ -210,6 +248,14 @@ def build_example_suite(directory: str | Path, *, num_tasks: int = 8, seed: int 
     elif status == "foreign":
         raise InputError(f"{str(directory)!r} exists and is not an hfdistac example suite",
                          "choose a new or empty directory; the build never overwrites other files")
+    if status in ("complete", "partial"):
+        foreign = _foreign_files(directory)
+        if foreign:
+            shown = ", ".join(str(p.relative_to(directory)) for p in foreign[:3])
+            raise InputError(f"{str(directory)!r} holds files the example suite did not write ({shown}"
+                             f"{' ...' if len(foreign) > 3 else ''}), so it cannot be rebuilt in place",
+                             "move those files away, or build the suite in another directory; the build only "
+                             "ever deletes files it wrote itself")
 
     directory.parent.mkdir(parents=True, exist_ok=True)
     _clean_stale_tmp(directory)
@@ -228,8 +274,14 @@ def build_example_suite(directory: str | Path, *, num_tasks: int = 8, seed: int 
                                        encoding="utf-8")
         fig["complete"] = True  # written last: its presence marks a finished build
         (tmp / "suite.json").write_text(json.dumps(fig, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+        _write_manifest(tmp)
         if directory.exists():
-            shutil.rmtree(directory)
+            try:
+                _remove_owned(directory) if (directory / MARKER).is_file() else directory.rmdir()
+            except OSError:
+                raise InputError(f"files appeared in {str(directory)!r} while the suite was being built; it was "
+                                 "left as it is (only the suite's own files were removed)",
+                                 "move the other files away and run the build again") from None
         os.replace(tmp, directory)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -146,12 +146,11 @@ def _is_hub_id(ref: str) -> bool:
 def write_coefficients(directory: Path, result: Mapping[str, Any], title: str = "Learned coefficients") -> None:
     """Write ``coefficients.safetensors`` (``[T, L]``; metadata: task and parameter names in order, params)
     and the heat-map ``coefficients.png`` into ``directory``."""
-    from safetensors.torch import save_file
-
     from ..plots import coefficients_heatmap
+    from ..tensor_files import save_safetensors
 
     coef = result["coefficients"].float().contiguous()
-    save_file({"coefficients": coef}, str(Path(directory) / "coefficients.safetensors"), metadata={
+    save_safetensors({"coefficients": coef}, Path(directory) / "coefficients.safetensors", {
         "format": "pt", "task_names": json.dumps(list(result["task_names"])),
         "parameter_names": json.dumps(list(result["parameter_names"])),
         "params": json.dumps(result.get("params", {}), default=str)})

@@ -13,8 +13,8 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
-import tempfile
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -44,56 +44,65 @@ def run_merge(config: MergeConfig) -> dict:
     """
     from ..checkpoints import load_base
     from ..evaluation import resolve_device
-    from ..merging import MERGE_METHODS
-    from ..outputs import check_destination
+    from ..outputs import OutputLock, check_destination, scratch_dir
     from ..recipe import load_recipe
-    from .methods import merge_with
-    from .outputs import results_table, write_outputs
-    from .scoring import MergedModel, calibrate, evaluate_on_test, load_task_data, reference_rows
-    from .selection import select_alpha
-    from .sources import build_task_vectors
 
     recipe = load_recipe(config.recipe)
-    methods = config.methods
     if config.output:
         check_destination(config.output, config.overwrite)
     device = resolve_device(config.device)
     base = load_base(recipe.base)
     if len(recipe.tasks) < 2:
         logger.warning("recipe %s has a single task: merging reduces to scaling its task vector", recipe.path)
-
-    with tempfile.TemporaryDirectory(prefix="hfdistac-merge-") as scratch:
-        tasks, train_data = load_task_data(recipe, base, config, methods)                       # 1
-        tvs, sources = build_task_vectors(recipe, base, Path(scratch), progress=config.progress)  # 2
-        merged = MergedModel(base, tasks, device, config.mixed_precision)
-        report = _new_report(recipe, base, sources)
-        normalizers = {"validation": {}, "test": {}}
-        if not config.weights_only:
-            normalizers = reference_rows(merged, base, report, progress=config.progress)
-        taus: dict[str, Any] = {}
-        learned: dict[str, dict] = {}
-        for name in methods:
-            tau, res, result = merge_with(name, tvs, config, merged, base, train_data)          # 3
-            taus[name] = tau
-            if result is not None:
-                learned[name] = result
-            res.update(select_alpha(tau, uses_alpha=MERGE_METHODS[name].uses_alpha, fixed=config.alpha,  # 4
-                                    grid=config.alpha_grid, merged=merged, normalizers=normalizers["validation"],
-                                    label=f"{name}: alpha search", progress=config.progress))
-            if not config.weights_only:
-                merged.set_weights(tau, res["alpha"])
-                scores, test_logits = evaluate_on_test(merged, normalizers["test"])             # 5
-                res.update(scores)
-                if config.calibrate:
-                    calibrate(merged, res, test_logits)                                        # 6
-            report["results"].append(res)
-        report["table_markdown"] = results_table(report) if not config.weights_only else ""
-        if config.output:
-            write_outputs(config, report, recipe, base, taus, tasks, sources, learned)           # 7
+    with OutputLock(config.output) if config.output else contextlib.nullcontext():
+        if config.output:  # another run may have written it meanwhile
+            check_destination(config.output, config.overwrite)
+        with scratch_dir(config.output, "hfdistac-merge") as scratch:
+            report = _merge_and_evaluate(config, recipe, base, device, scratch)
     if config.push_to:
         from ..hub import push_folder
 
         report["pushed"] = push_folder(config.output, config.push_to, private=config.private,
                                        revision=config.revision, create_pr=config.create_pr,
                                        commit_message=config.commit_message or f"hfdistac merge ({config.method})")
+    return report
+
+
+def _merge_and_evaluate(config: MergeConfig, recipe, base, device, scratch: Path) -> dict[str, Any]:
+    """Stages 1–7 (the push aside) inside the run's scratch folder; returns the report."""
+    from ..merging import MERGE_METHODS
+    from .methods import merge_with
+    from .outputs import results_table, write_outputs
+    from .scoring import MergedModel, calibrate, evaluate_on_test, load_task_data, reference_rows
+    from .selection import select_alpha
+    from .sources import build_task_vectors
+
+    methods = config.methods
+    tasks, train_data = load_task_data(recipe, base, config, methods)  # 1
+    tvs, sources = build_task_vectors(recipe, base, scratch, progress=config.progress)  # 2
+    merged = MergedModel(base, tasks, device, config.mixed_precision)
+    report = _new_report(recipe, base, sources)
+    normalizers = {"validation": {}, "test": {}}
+    if not config.weights_only:
+        normalizers = reference_rows(merged, base, report, progress=config.progress)
+    taus: dict[str, Any] = {}
+    learned: dict[str, dict] = {}
+    for name in methods:
+        tau, res, result = merge_with(name, tvs, config, merged, base, train_data)  # 3
+        taus[name] = tau
+        if result is not None:
+            learned[name] = result
+        res.update(select_alpha(tau, uses_alpha=MERGE_METHODS[name].uses_alpha, fixed=config.alpha,  # 4
+                                grid=config.alpha_grid, merged=merged, normalizers=normalizers["validation"],
+                                label=f"{name}: alpha search", progress=config.progress))
+        if not config.weights_only:
+            merged.set_weights(tau, res["alpha"])
+            scores, test_logits = evaluate_on_test(merged, normalizers["test"])  # 5
+            res.update(scores)
+            if config.calibrate:
+                calibrate(merged, res, test_logits)  # 6
+        report["results"].append(res)
+    report["table_markdown"] = results_table(report) if not config.weights_only else ""
+    if config.output:
+        write_outputs(config, report, recipe, base, taus, tasks, sources, learned)  # 7
     return report

@@ -66,7 +66,7 @@ def load_task_data(recipe, base, config: MergeConfig, methods: list[str]) -> tup
         if not t.dataset:
             raise InputError(f"task {t.name!r} of the recipe has no dataset",
                              "add 'dataset:' to the task, or merge weights only with --weights-only --alpha A")
-        spec = DatasetSpec(t.dataset, t.dataset_config)
+        spec = DatasetSpec(t.dataset, t.dataset_config, t.image_column, t.label_column)
         test = load_image_data(spec, t.test_split)
         val = load_image_data(spec, "validation") if config.alpha is None else None
         head = head_for_task(base, test, templates=t.templates)

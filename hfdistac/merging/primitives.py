@@ -38,9 +38,9 @@ def _shapes(task_vector: Mapping[str, torch.Tensor]) -> dict[str, tuple[int, ...
     from ..task_vectors import TaskVector
 
     if isinstance(task_vector, TaskVector) and task_vector.is_lazy:
-        from safetensors import safe_open
+        from ..tensor_files import safe_open_checked
 
-        with safe_open(str(task_vector.path), framework="pt") as f:
+        with safe_open_checked(task_vector.path) as f:
             return {k: tuple(f.get_slice(k).get_shape()) for k in task_vector}
     return {k: tuple(task_vector[k].shape) for k in task_vector}
 

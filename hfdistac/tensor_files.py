@@ -1,0 +1,143 @@
+"""Every safetensors file hfdistac reads or writes goes through here.
+
+* :func:`save_safetensors` — atomic (temporary name, then rename), refuses non-finite weights, and writes the
+  header with sorted metadata keys: the safetensors library serialises metadata from a hash map whose order
+  changes from process to process, so two identical runs wrote different bytes. Now equal results are equal
+  files.
+* :func:`safe_open_checked` — opens a file for reading and turns a truncated, empty or corrupt file into a
+  :class:`~hfdistac.errors.CheckpointError` naming it and the likely cause (an interrupted download or copy).
+* :func:`nonfinite_tensors` / :func:`check_finite` — NaN or Inf in weights are refused wherever weights are read
+  or written, naming the tensors.
+
+Nothing here ever unpickles.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import struct
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
+
+import torch
+
+from .errors import CheckpointError
+
+_HEADER_SIZE = struct.Struct("<Q")
+
+
+def nonfinite_tensors(tensors: Iterable[tuple[str, torch.Tensor]]) -> list[str]:
+    """Names of the floating-point tensors that hold NaN or Inf."""
+    return [name for name, t in tensors if torch.is_floating_point(t) and not bool(torch.isfinite(t).all())]
+
+
+def check_finite(tensors: Iterable[tuple[str, torch.Tensor]], what: str, hint: str | None = None) -> None:
+    """Raise :class:`CheckpointError` naming the tensors of ``what`` that hold NaN or Inf."""
+    bad = nonfinite_tensors(tensors)
+    if bad:
+        shown = ", ".join(bad[:4]) + (f" and {len(bad) - 4} more" if len(bad) > 4 else "")
+        raise CheckpointError(f"{what} has non-finite weights (NaN or Inf) in {len(bad)} tensor(s): {shown}",
+                              hint or "the checkpoint is broken (a diverged training run?); use another one")
+
+
+def _sort_metadata_header(path: Path) -> None:
+    """Rewrite the header of a safetensors file with its ``__metadata__`` keys sorted (same data bytes)."""
+    with path.open("r+b") as f:
+        (length,) = _HEADER_SIZE.unpack(f.read(8))
+        header = json.loads(f.read(length))
+        meta = header.get("__metadata__")
+        if not meta or len(meta) < 2:
+            return
+        ordered = {"__metadata__": dict(sorted(meta.items())), **{k: v for k, v in header.items()
+                                                                  if k != "__metadata__"}}
+        raw = json.dumps(ordered, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        raw += b" " * (-len(raw) % 8)
+        if len(raw) == length:  # the same keys and values in another order: rewrite the header in place
+            f.seek(8)
+            f.write(raw)
+            return
+        f.seek(8 + length)
+        data = f.read()
+        f.seek(0)
+        f.write(_HEADER_SIZE.pack(len(raw)) + raw + data)
+        f.truncate()
+
+
+def save_safetensors(tensors: Mapping[str, torch.Tensor], path: str | Path, metadata: Mapping[str, str] | None = None,
+                     *, what: str | None = None, allow_nonfinite: bool = False) -> Path:
+    """Write ``tensors`` to ``path`` atomically, deterministically, and only when every weight is finite.
+
+    Args:
+        tensors: Name → tensor (made contiguous here).
+        path: The destination (its folder must exist).
+        metadata: String metadata (non-strings are JSON-encoded); written with sorted keys.
+        what: How to name the contents in an error (default: the file name).
+        allow_nonfinite: Skip the finiteness check (optimizer state may legitimately hold anything).
+
+    Raises:
+        CheckpointError: a tensor holds NaN or Inf (nothing is written).
+    """
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    if not allow_nonfinite:
+        check_finite(tensors.items(), what or f"the result to be written to {path.name}",
+                     "nothing was written: the computation diverged (try a lower --lr) or its inputs hold NaN/Inf")
+    meta = {k: v if isinstance(v, str) else json.dumps(v) for k, v in (metadata or {}).items()}
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=meta or None)
+        _sort_metadata_header(tmp)
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+@contextlib.contextmanager
+def safe_open_checked(path: str | Path, device: str = "cpu") -> Iterator:
+    """``safetensors.safe_open`` with a clear error for a missing, empty, truncated or corrupt file.
+
+    Raises:
+        CheckpointError: naming the file and the likely cause.
+    """
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+    except OSError as e:
+        raise CheckpointError(f"cannot read {str(path)!r}: {e.strerror or e}") from None
+    if size < 8:
+        raise CheckpointError(f"{str(path)!r} is {'empty' if size == 0 else f'only {size} bytes'}: not a "
+                              "safetensors file", _REDOWNLOAD_HINT)
+    try:
+        handle = safe_open(str(path), framework="pt", device=device)
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise CheckpointError(f"{str(path)!r} is not a readable safetensors file ({_first_line(e)}); it looks "
+                              "truncated or corrupt", _REDOWNLOAD_HINT) from None
+    with handle as f:
+        yield f
+
+
+def read_tensor(f, key: str, path: str | Path) -> torch.Tensor:
+    """One tensor of an open file; a tensor whose bytes are cut short raises :class:`CheckpointError`."""
+    from safetensors import SafetensorError
+
+    try:
+        return f.get_tensor(key)
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise CheckpointError(f"tensor {key!r} of {str(path)!r} cannot be read ({_first_line(e)}); the file looks "
+                              "truncated or corrupt", _REDOWNLOAD_HINT) from None
+
+
+_REDOWNLOAD_HINT = ("it was probably cut short by an interrupted download or copy: download it again (for a Hub "
+                    "model, delete its folder in the HF cache) or re-save it with save_pretrained")
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return text[0] if text else type(err).__name__
