@@ -58,7 +58,7 @@ class DemoConfig:
         "DisTaC learning rate: the suite's fine-tuning rate, as the paper uses its fine-tuning rate (1e-5 for "
         "ViT-B/32)", gt=0, le=1))
     methods: list[str] | None = field(default=None, metadata=_h(
-        "merge methods to compare (default: task_arithmetic ties consensus tsvm average)"))
+        "merge methods to compare (default: every method of `hfdistac merge --method all`)"))
     kappa_grid: list[float] | None = field(default=None, metadata=_h(
         "rescaling factors of the kappa sweep, as multiples of the norm-matching kappa (default 0.25 ... 4)",
         gt=0, le=100))
@@ -69,14 +69,24 @@ class DemoConfig:
         from .merging import MERGE_METHODS
 
         check_fields(self)
-        unknown = [m for m in self.methods or () if m not in MERGE_METHODS or MERGE_METHODS[m].needs_data]
+        from .merge_eval.config import NOT_IN_ALL
+
+        valid = [m for m in MERGE_METHODS if m not in NOT_IN_ALL]
+        unknown = [m for m in self.methods or () if m not in valid]
         if unknown:
-            valid = [m for m, method in MERGE_METHODS.items() if not method.needs_data]
             raise InputError(f"unknown --methods {', '.join(map(repr, unknown))}; valid: {', '.join(valid)}",
-                             "the demo compares the data-free methods (SAMerging: `hfdistac merge --method samerging`)")
+                             "the demo compares the methods of `hfdistac merge --method all` (SAMerging: "
+                             "`hfdistac merge --method samerging`)")
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def _all_methods() -> list[str]:
+    from .merge_eval.config import NOT_IN_ALL
+    from .merging import MERGE_METHODS
+
+    return [m for m in MERGE_METHODS if m not in NOT_IN_ALL]
 
 
 def _recipe_with(recipe_path: Path, replacements: dict[str, str], out: Path, name: str) -> Path:
@@ -173,7 +183,7 @@ def run_demo(config: DemoConfig) -> dict:
 
     # --- merge every scenario ---------------------------------------------------------------------------
     start = time.perf_counter()
-    methods = config.methods or ["task_arithmetic", "ties", "consensus", "tsvm", "average"]
+    methods = config.methods or _all_methods()
     table: dict[str, dict] = {}
     for label, recipe_file, kind in SCENARIOS:
         recipe_path = recipes / recipe_file

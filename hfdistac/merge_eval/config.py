@@ -20,6 +20,9 @@ PIXEL_CACHE_BYTES = 2 * 1024**3
 # alpha search, and `--method all` is the quick comparison table (benchmarks/bench_samerging.py).
 NOT_IN_ALL = ("samerging",)
 SAMERGING_OBJECTIVES = ("kd", "entropy")
+#: ``--wudi-variant``: the WUDI parameters of the official code and of FusionBench's port.
+WUDI_VARIANTS = {"official": {"only_linear_layers": True, "fuse_qkv": True, "others": "zero"},
+                 "fusionbench": {"only_linear_layers": False, "fuse_qkv": False, "others": "mean"}}
 
 
 @dataclass
@@ -29,9 +32,9 @@ class MergeConfig:
     recipe: str = field(default="", metadata=_h("recipe YAML (base + tasks), e.g. example-suite/recipes/original.yaml",
                                                 positional=True, metavar="RECIPE"))
     method: str = field(default="all", metadata=_h(
-        "merge method: task_arithmetic, ties, consensus, tsvm, average, samerging, or all (one comparison "
-        "table of every method except samerging, which learns coefficients for 1,000 steps and is therefore "
-        "only run when named)"))
+        "merge method: task_arithmetic, ties, consensus, tsvm, average, iso_c, iso_cts, wudi, regmean, "
+        "regmean_plusplus, samerging, or all (one comparison table of every method except samerging, which "
+        "learns coefficients for 1,000 steps and is therefore only run when named)"))
     alpha: float | None = field(default=None, metadata=_h(
         "fix the scaling coefficient alpha (0..10) instead of searching it on validation data", ge=0, le=10))
     alpha_grid: list[float] | None = field(default=None, metadata=_h(
@@ -42,6 +45,21 @@ class MergeConfig:
         "Consensus: candidate lambdas for each task's TALL mask, chosen per task on validation "
         "(default 0.2 0.3 0.4 0.5 0.6)", nargs="+", ge=0))
     consensus_k: int = field(default=2, metadata=_h("Consensus: keep entries selected by at least k task masks", ge=1))
+    common_space_fraction: float = field(default=0.8, metadata=_h(
+        "Iso-CTS: share of each matrix's directions taken from the common subspace of the sum (1 = Iso-C)",
+        ge=0, le=1))
+    wudi_iterations: int = field(default=300, metadata=_h("WUDI: Adam iterations per matrix (official code: 300)",
+                                                          ge=0, le=100_000))
+    wudi_lr: float = field(default=1e-5, metadata=_h("WUDI: Adam learning rate (official code: 1e-5)", gt=0, le=1))
+    wudi_variant: str = field(default="official", metadata=_h(
+        "WUDI: official = the transformer blocks' linear weights (q, k, v optimised stacked as open_clip's "
+        "in_proj), other tensors at θ₀; fusionbench = every 2-D tensor (q, k, v apart), other tensors averaged",
+        choices=list(WUDI_VARIANTS)))
+    reduce_non_diagonal_ratio: float = field(default=0.95, metadata=_h(
+        "RegMean/RegMean++: multiply the Gram matrices' off-diagonal entries by this (1 = plain RegMean)",
+        ge=0, le=1))
+    regmean_examples: int = field(default=256, metadata=_h(
+        "RegMean/RegMean++: unlabeled training images per task that give the Gram matrices", ge=1))
     objective: str = field(default="kd", metadata=_h(
         "SAMerging: kd = multi-teacher distillation (the paper); entropy = layer-wise AdaMerging (entropy "
         "minimisation, coefficients clamped to [0, 1])", choices=list(SAMERGING_OBJECTIVES)))

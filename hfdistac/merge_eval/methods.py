@@ -35,36 +35,55 @@ def samerging_params(config: MergeConfig) -> dict[str, Any]:
     return params
 
 
-def samerging_data(config: MergeConfig, base, theta0: Mapping[str, torch.Tensor], tasks, train_data: Mapping[str, Any],
-                   device: torch.device):
-    """Build the :class:`~hfdistac.merging.samerging.SAMergingData` of a recipe.
-
-    Per task: ``batches_per_task`` batches of ``sam_batch_size`` *unlabeled* images (labels are not even
-    read) from a seeded shuffle of the task's ``train_split``, preprocessed once and kept in memory. In
-    several processes (a ``torch.distributed`` group), every process caches its own shard.
-    """
-    from ..merging.samerging import SAMergingData, SAMergingTask
-
+def unlabeled_batches(config: MergeConfig, base, tasks, train_data: Mapping[str, Any], *, images: int,
+                      batch_size: int, method: str) -> list[list[torch.Tensor]]:
+    """Per task, ``images`` *unlabeled* images (labels are not even read) in batches of ``batch_size``, from a
+    seeded shuffle of the task's ``train_split``, preprocessed once and kept in memory. In several processes
+    (a ``torch.distributed`` group), every process takes its own shard."""
     rank, world = 0, 1
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
-    sam_tasks, size = [], 0
+    out, size = [], 0
     for task in tasks:
         data = train_data[task.name]
         shuffled = dataclasses.replace(data, dataset=data.dataset.shuffle(seed=0)).shard(rank, world)
-        loader = shuffled.loader(base.image_processor, config.sam_batch_size,
-                                 limit=config.batches_per_task * config.sam_batch_size,
-                                 num_workers=config.num_workers, with_labels=False)
+        loader = shuffled.loader(base.image_processor, batch_size, limit=images, num_workers=config.num_workers,
+                                 with_labels=False)
         batches = [b["pixel_values"] for b in loader]
         if not batches:
             raise InputError(f"task {task.name!r}: the split {data.split!r} of {data.spec.reference!r} has no images "
-                             "for SAMerging", "set the task's train_split to a split with unlabeled images")
+                             f"for {method}", "set the task's train_split to a split with unlabeled images")
         size += sum(b.numel() * b.element_size() for b in batches)
-        sam_tasks.append(SAMergingTask(task.name, task.head, batches))
-    logger.info("SAMerging: cached %d tasks x <= %d batches of %d images (%.1f MB)", len(sam_tasks),
-                config.batches_per_task, config.sam_batch_size, size / 2**20)
+        out.append(batches)
+    logger.info("%s: cached %d tasks x <= %d images (%.1f MB)", method, len(out), images, size / 2**20)
+    return out
+
+
+def samerging_data(config: MergeConfig, base, theta0: Mapping[str, torch.Tensor], tasks, train_data: Mapping[str, Any],
+                   device: torch.device):
+    """Build the :class:`~hfdistac.merging.samerging.SAMergingData` of a recipe: per task
+    ``batches_per_task`` cached batches of ``sam_batch_size`` unlabeled images (:func:`unlabeled_batches`)."""
+    from ..merging.samerging import SAMergingData, SAMergingTask
+
+    batches = unlabeled_batches(config, base, tasks, train_data, images=config.batches_per_task * config.sam_batch_size,
+                                batch_size=config.sam_batch_size, method="SAMerging")
+    sam_tasks = [SAMergingTask(task.name, task.head, b) for task, b in zip(tasks, batches, strict=True)]
     return SAMergingData(base=theta0, vision_config=base.vision_config, tasks=sam_tasks, device=device,
                          mixed_precision=config.mixed_precision, progress=config.progress)
+
+
+#: Images per batch when the unlabeled images of RegMean's Gram step go through a tower (FusionBench's 32).
+REGMEAN_BATCH = 32
+
+
+def regmean_data(config: MergeConfig, base, merged: MergedModel, train_data: Mapping[str, Any]):
+    """The :class:`~hfdistac.merging.regmean.RegMeanData` of a recipe (``regmean_examples`` images per task)."""
+    from ..merging.regmean import RegMeanData
+
+    batches = unlabeled_batches(config, base, merged.tasks, train_data, images=config.regmean_examples,
+                                batch_size=REGMEAN_BATCH, method="RegMean")
+    return RegMeanData(base=merged.theta0, vision_config=base.vision_config, batches=batches, device=merged.device,
+                       progress=config.progress)
 
 
 def _learned_summary(result: Mapping[str, Any]) -> dict[str, Any]:
@@ -101,6 +120,17 @@ def _consensus_params(config: MergeConfig, tvs, merged: MergedModel | None) -> t
     return params, chosen
 
 
+def _data_free_params(method_name: str, config: MergeConfig) -> dict[str, Any]:
+    """The parameters of Iso-CTS and WUDI given by the config (none for the other methods)."""
+    from .config import WUDI_VARIANTS
+
+    if method_name == "iso_cts":
+        return {"common_space_fraction": config.common_space_fraction}
+    if method_name == "wudi":
+        return {"iterations": config.wudi_iterations, "lr": config.wudi_lr, **WUDI_VARIANTS[config.wudi_variant]}
+    return {}
+
+
 def merge_with(method_name: str, tvs, config: MergeConfig, merged: MergedModel | None, base,
                train_data: Mapping[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any], dict | None]:
     """Merge the task vectors with one registered method.
@@ -131,6 +161,21 @@ def merge_with(method_name: str, tvs, config: MergeConfig, merged: MergedModel |
         params.update(samerging_params(config))
         extra = {"data": samerging_data(config, base, merged.theta0, merged.tasks, train_data, merged.device),
                  "result": {}}
+    params.update(_data_free_params(method_name, config))
+    if method_name in ("regmean", "regmean_plusplus"):
+        params.update(reduce_non_diagonal_ratio=config.reduce_non_diagonal_ratio,
+                      num_examples=config.regmean_examples)
+        data = regmean_data(config, base, merged, train_data)
+        if method_name == "regmean":
+            from ..merging.regmean import compute_grams
+
+            extra = {"grams": compute_grams(tvs, data)}  # the separate Gram step
+        else:
+            extra = {"data": data}
+    if method.uses_device:
+        extra["device"] = str(merged.device)
+    if method_name == "wudi":
+        extra["progress"] = config.progress
     tau = method(tvs, **params, **extra)
     res: dict[str, Any] = {"method": method_name, "pretty_name": method.pretty_name, "paper_url": method.paper_url,
                            "params": {k: v for k, v in params.items() if not callable(v)}}

@@ -28,10 +28,13 @@ import torch
 from ..errors import InputError
 from .average import AverageParams, average_merge
 from .consensus import ConsensusParams, consensus_merge, select_tall_lambdas
+from .iso import IsoCParams, IsoCTSParams, iso_c_merge, iso_cts_merge
+from .regmean import RegMeanParams, RegMeanPlusPlusParams, regmean_merge, regmean_plusplus_merge
 from .samerging import SAMergingParams, samerging_merge
 from .task_arithmetic import TaskArithmeticParams, task_arithmetic_merge
 from .ties import TiesParams, ties_merge
 from .tsvm import TSVMParams, tsvm_merge
+from .wudi import WUDIParams, wudi_merge
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +54,7 @@ class MergeMethod:
         fn: The pure merge function ``fn(task_vectors, **params) -> dict[str, Tensor]``.
         needs_data: Whether the method itself needs (unlabeled) data to merge (α selection aside).
         uses_alpha: Whether τ_merged is scaled by a searched α; ``False`` means α = 1.
+        uses_device: Whether the method takes ``device=`` (it runs per parameter on ``hfdistac merge --device``).
     """
 
     name: str
@@ -62,6 +66,7 @@ class MergeMethod:
     fn: Callable[..., dict[str, torch.Tensor]]
     needs_data: bool = False
     uses_alpha: bool = True
+    uses_device: bool = False
 
     def param_names(self) -> list[str]:
         """Names of the hyper-parameters, in declaration order."""
@@ -181,6 +186,94 @@ MERGE_METHODS: dict[str, MergeMethod] = {
         fn=average_merge,
         uses_alpha=False,
     ),
+    "iso_c": MergeMethod(
+        name="iso_c",
+        pretty_name="Iso-C",
+        paper="No Task Left Behind: Isotropic Model Merging with Common and Task-Specific Subspaces",
+        paper_url="https://arxiv.org/abs/2502.04959",
+        citation=r"""@inproceedings{marczak2025notask,
+  title={No Task Left Behind: Isotropic Model Merging with Common and Task-Specific Subspaces},
+  author={Marczak, Daniel and Magistri, Simone and Cygert, Sebastian and Twardowski, Bart{\l}omiej and Bagdanov, Andrew D. and van de Weijer, Joost},
+  booktitle={International Conference on Machine Learning (ICML)},
+  year={2025},
+  eprint={2502.04959},
+  archivePrefix={arXiv}
+}""",
+        params_cls=IsoCParams,
+        fn=iso_c_merge,
+        uses_device=True,
+    ),
+    "iso_cts": MergeMethod(
+        name="iso_cts",
+        pretty_name="Iso-CTS",
+        paper="No Task Left Behind: Isotropic Model Merging with Common and Task-Specific Subspaces",
+        paper_url="https://arxiv.org/abs/2502.04959",
+        citation=r"""@inproceedings{marczak2025notask,
+  title={No Task Left Behind: Isotropic Model Merging with Common and Task-Specific Subspaces},
+  author={Marczak, Daniel and Magistri, Simone and Cygert, Sebastian and Twardowski, Bart{\l}omiej and Bagdanov, Andrew D. and van de Weijer, Joost},
+  booktitle={International Conference on Machine Learning (ICML)},
+  year={2025},
+  eprint={2502.04959},
+  archivePrefix={arXiv}
+}""",
+        params_cls=IsoCTSParams,
+        fn=iso_cts_merge,
+        uses_device=True,
+    ),
+    "wudi": MergeMethod(
+        name="wudi",
+        pretty_name="WUDI",
+        paper="Whoever Started the Interference Should End It: Guiding Data-Free Model Merging via Task Vectors",
+        paper_url="https://arxiv.org/abs/2503.08099",
+        citation="""@inproceedings{cheng2025whoever,
+  title={Whoever Started the Interference Should End It: Guiding Data-Free Model Merging via Task Vectors},
+  author={Cheng, Runxi and Xiong, Feng and Wei, Yongxian and Zhu, Wanyun and Yuan, Chun},
+  booktitle={International Conference on Machine Learning (ICML)},
+  year={2025},
+  eprint={2503.08099},
+  archivePrefix={arXiv}
+}""",
+        params_cls=WUDIParams,
+        fn=wudi_merge,
+        uses_alpha=False,
+        uses_device=True,
+    ),
+    "regmean": MergeMethod(
+        name="regmean",
+        pretty_name="RegMean",
+        paper="Dataless Knowledge Fusion by Merging Weights of Language Models",
+        paper_url="https://arxiv.org/abs/2212.09849",
+        citation="""@inproceedings{jin2023dataless,
+  title={Dataless Knowledge Fusion by Merging Weights of Language Models},
+  author={Jin, Xisen and Ren, Xiang and Preotiuc-Pietro, Daniel and Cheng, Pengxiang},
+  booktitle={International Conference on Learning Representations (ICLR)},
+  year={2023},
+  eprint={2212.09849},
+  archivePrefix={arXiv}
+}""",
+        params_cls=RegMeanParams,
+        fn=regmean_merge,
+        needs_data=True,
+        uses_alpha=False,
+    ),
+    "regmean_plusplus": MergeMethod(
+        name="regmean_plusplus",
+        pretty_name="RegMean++",
+        paper="RegMean++: Enhancing Effectiveness and Generalization of Regression Mean for Model Merging",
+        paper_url="https://arxiv.org/abs/2508.03121",
+        citation="""@article{nguyen2025regmeanpp,
+  title={RegMean++: Enhancing Effectiveness and Generalization of Regression Mean for Model Merging},
+  author={Nguyen, The-Hai and Huu-Tien, Dang and Suzuki, Takeshi and Nguyen, Le-Minh},
+  journal={arXiv preprint arXiv:2508.03121},
+  year={2025},
+  eprint={2508.03121},
+  archivePrefix={arXiv}
+}""",
+        params_cls=RegMeanPlusPlusParams,
+        fn=regmean_plusplus_merge,
+        needs_data=True,
+        uses_alpha=False,
+    ),
     "samerging": MergeMethod(
         name="samerging",
         pretty_name="SAMerging",
@@ -219,6 +312,11 @@ __all__ = [
     "MERGE_METHODS",
     "AverageParams",
     "ConsensusParams",
+    "IsoCParams",
+    "IsoCTSParams",
+    "RegMeanParams",
+    "RegMeanPlusPlusParams",
+    "WUDIParams",
     "MergeMethod",
     "TSVMParams",
     "TaskArithmeticParams",
@@ -226,8 +324,13 @@ __all__ = [
     "average_merge",
     "consensus_merge",
     "get_method",
+    "iso_c_merge",
+    "iso_cts_merge",
+    "regmean_merge",
+    "regmean_plusplus_merge",
     "select_tall_lambdas",
     "task_arithmetic_merge",
     "ties_merge",
     "tsvm_merge",
+    "wudi_merge",
 ]

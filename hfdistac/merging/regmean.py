@@ -1,0 +1,297 @@
+r"""RegMean and RegMean++: merging linear layers by regression on their inputs.
+
+**RegMean** (Jin et al., "Dataless Knowledge Fusion by Merging Weights of Language Models", ICLR 2023,
+https://arxiv.org/abs/2212.09849). For every linear layer y = W x, with G_t = the Gram matrix of the layer's
+inputs in task t's fine-tuned model (mean of x xᵀ over every token of a few unlabeled images of task t):
+
+    W* = argmin_W Σ_t ‖W X_tᵀ − W_t X_tᵀ‖²   →   W* = (Σ_t W_t G̃_t)(Σ_t G̃_t)⁻¹,
+    G̃_t = G_t with its off-diagonal entries multiplied by a (reduce_non_diagonal_ratio; 1 = plain RegMean)
+
+Every other parameter (biases, LayerNorms, embeddings) is averaged. On task vectors, since
+Σ_t θ₀ G̃_t (Σ_t G̃_t)⁻¹ = θ₀: τ* = (Σ_t τ_t G̃_t)(Σ_t G̃_t)⁻¹ and the merged model is θ₀ + τ* (no α).
+:func:`regmean_merge` is that pure function of the task vectors and the Gram matrices; :func:`compute_grams`
+is the separate step that measures the Grams (forward hooks on every ``nn.Linear`` of the vision tower
+θ₀ + τ_t, over its task's unlabeled batches).
+
+**RegMean++** (Nguyen et al., "RegMean++: Enhancing Effectiveness and Generalization of Regression Mean for
+Model Merging", https://arxiv.org/abs/2508.03121): the same closed form, but each layer's Grams are measured
+on the inputs that the *merged* model gives that layer, so the merge accounts for what earlier merged layers
+did: embeddings and pre-LayerNorm are averaged; then block by block, task t's hidden states (from the merged
+blocks so far) go through task t's own block l to measure G_t, block l is merged, and the hidden states go
+through the merged block l to the next one (:func:`regmean_plusplus_merge`).
+
+Defaults: the official RegMean++ code (nthehai01/RegMean-plusplus, built on FusionBench, whose
+``fusion_bench/method/regmean_plusplus`` is the same code) and FusionBench's CLIP RegMean configuration: 256
+unlabeled training images per task, off-diagonal ratio 0.95, Grams averaged over tokens. The official RegMean
+code (bloomberg/dataless-model-merging) covers language models only and sets the ratio per experiment (0.1 or
+0.9); for CLIP towers FusionBench's 0.95 is the reference. As in the official RegMean++, the final LayerNorm
+after the blocks is not part of the block-by-block merge and stays at θ₀ (τ* = 0 there); RegMean averages it
+like every non-linear tensor. (Both reference codes take ``layer(...)[0]`` as a block's output, written for
+transformers 4, whose blocks return a tuple; transformers 5 returns the hidden states themselves, so there
+that index picks the first image. Here the block's output is taken as it is returned.)
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from numbers import Integral, Real
+from typing import Any
+
+import torch
+
+from ..errors import InputError
+from .primitives import TaskVectors, check_task_vectors, load_float32
+
+logger = logging.getLogger(__name__)
+
+Grams = Mapping[str, torch.Tensor]  # canonical weight name -> [in, in] Gram matrix of that layer's inputs
+
+
+def _check_ratio(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, Real) or not 0.0 <= float(value) <= 1.0:
+        raise InputError(f"reduce_non_diagonal_ratio must be a number in [0, 1], got {value!r}",
+                         "1 keeps the Gram matrices as measured (plain RegMean); FusionBench uses 0.95")
+    return float(value)
+
+
+def _check_examples(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, Integral) or value < 1:
+        raise InputError(f"num_examples must be an integer >= 1, got {value!r}")
+    return int(value)
+
+
+@dataclass
+class RegMeanData:
+    """What the Gram step (and RegMean++) needs besides the task vectors.
+
+    Attributes:
+        base: θ₀ in canonical keys (``vision_model.*``).
+        vision_config: The ``CLIPVisionConfig`` of θ₀.
+        batches: Per task (in task-vector order), preprocessed *unlabeled* pixel batches ``[B, C, H, W]``.
+        device: Where the forward passes run.
+        progress: Show progress bars.
+    """
+
+    base: Mapping[str, torch.Tensor] = field(repr=False)
+    vision_config: Any = field(repr=False)
+    batches: list[list[torch.Tensor]] = field(repr=False)
+    device: str | torch.device = "cpu"
+    progress: bool = False
+
+
+@dataclass(frozen=True)
+class RegMeanParams:
+    """Hyper-parameters of RegMean."""
+
+    reduce_non_diagonal_ratio: float = field(default=0.95, metadata={
+        "help": "RegMean: multiply the Grams' off-diagonal entries by this, in [0, 1] (1 = plain RegMean; "
+                "FusionBench's CLIP setting 0.95)"})
+    num_examples: int = field(default=256, metadata={
+        "help": "RegMean: unlabeled training images per task whose layer inputs give the Gram matrices"})
+    grams: Sequence[Grams] | None = field(default=None, repr=False, compare=False, metadata={
+        "help": "the per-task Gram matrices (compute_grams); not a CLI option", "cli": False})
+
+    def __post_init__(self):
+        _check_ratio(self.reduce_non_diagonal_ratio)
+        _check_examples(self.num_examples)
+
+
+@dataclass(frozen=True)
+class RegMeanPlusPlusParams:
+    """Hyper-parameters of RegMean++."""
+
+    reduce_non_diagonal_ratio: float = field(default=0.95, metadata={
+        "help": "RegMean++: multiply the Grams' off-diagonal entries by this, in [0, 1]"})
+    num_examples: int = field(default=256, metadata={
+        "help": "RegMean++: unlabeled training images per task propagated through the merged blocks"})
+    data: RegMeanData | None = field(default=None, repr=False, compare=False, metadata={
+        "help": "the RegMeanData (base weights, config, unlabeled batches); not a CLI option", "cli": False})
+
+    def __post_init__(self):
+        _check_ratio(self.reduce_non_diagonal_ratio)
+        _check_examples(self.num_examples)
+
+
+def reduce_non_diagonal(gram: torch.Tensor, ratio: float) -> torch.Tensor:
+    """G̃: the off-diagonal entries of a Gram matrix multiplied by ``ratio``, the diagonal kept."""
+    out = gram * ratio
+    out.diagonal().copy_(gram.diagonal())
+    return out
+
+
+def regmean_matrix(task_matrices: Sequence[torch.Tensor], grams: Sequence[torch.Tensor], ratio: float) -> torch.Tensor:
+    """τ* = (Σ_t τ_t G̃_t)(Σ_t G̃_t)⁻¹ for one linear layer's weights (each ``[out, in]``; Grams ``[in, in]``)."""
+    total_gram = None
+    total_product = None
+    for tau, gram in zip(task_matrices, grams, strict=True):
+        g = reduce_non_diagonal(gram.float(), ratio)
+        product = tau @ g
+        total_gram = g if total_gram is None else total_gram + g
+        total_product = product if total_product is None else total_product + product
+    # X (Σ G̃) = Σ τ G̃ with Σ G̃ symmetric: solve (Σ G̃) Xᵀ = (Σ τ G̃)ᵀ instead of forming the inverse
+    return torch.linalg.solve(total_gram, total_product.T).T
+
+
+def regmean_merge(task_vectors: TaskVectors, reduce_non_diagonal_ratio: float = 0.95, num_examples: int = 256,
+                  grams: Sequence[Grams] | None = None) -> dict[str, torch.Tensor]:
+    """RegMean on task vectors: closed-form per linear layer from the Grams, the mean elsewhere.
+
+    Args:
+        task_vectors: τ_1 … τ_T, mappings ``{parameter name: tensor}`` with identical keys and shapes.
+        reduce_non_diagonal_ratio: The off-diagonal factor a of G̃_t.
+        num_examples: Images per task the Grams were measured on (recorded; the Grams are given).
+        grams: One mapping per task from a linear layer's canonical weight name to its input Gram matrix, e.g.
+            from :func:`compute_grams`. A weight without a Gram is averaged.
+
+    Returns:
+        τ* as float32 tensors, keys in the order of the first task vector; the merged model is θ₀ + τ*.
+    """
+    ratio = _check_ratio(reduce_non_diagonal_ratio)
+    keys = check_task_vectors(task_vectors)
+    if grams is None or len(grams) != len(task_vectors):
+        raise InputError(f"RegMean needs one set of Gram matrices per task vector, got "
+                         f"{'none' if grams is None else len(grams)} for {len(task_vectors)}",
+                         "compute them with hfdistac.merging.regmean.compute_grams, or run `hfdistac merge`")
+    merged: dict[str, torch.Tensor] = {}
+    for key in keys:
+        mats = [load_float32(tv, key) for tv in task_vectors]
+        if all(key in g for g in grams):
+            merged[key] = regmean_matrix(mats, [g[key] for g in grams], ratio)
+        else:
+            total = mats[0].clone()
+            for m in mats[1:]:
+                total += m
+            merged[key] = total / len(mats)
+    return merged
+
+
+class _GramHooks:
+    """Forward hooks on every ``nn.Linear`` of a module that accumulate Σ x xᵀ and the token count."""
+
+    def __init__(self, module: torch.nn.Module, prefix: str = ""):
+        self.sums: dict[str, torch.Tensor] = {}
+        self.counts: dict[str, int] = {}
+        self.handles = [m.register_forward_hook(self._hook(f"{prefix}{name}.weight"))
+                        for name, m in module.named_modules() if isinstance(m, torch.nn.Linear)]
+
+    def _hook(self, key: str):
+        def hook(module, inputs, output):
+            x = inputs[0].detach().float().reshape(-1, inputs[0].shape[-1])
+            xtx = x.T @ x
+            self.sums[key] = xtx if key not in self.sums else self.sums[key] + xtx
+            self.counts[key] = self.counts.get(key, 0) + x.shape[0]
+        return hook
+
+    def grams(self) -> dict[str, torch.Tensor]:
+        """The mean Gram matrix (Σ x xᵀ / tokens) of every hooked layer, on the CPU."""
+        for h in self.handles:
+            h.remove()
+        return {k: (s / self.counts[k]).cpu() for k, s in self.sums.items()}
+
+
+def _weights_of(base: Mapping[str, torch.Tensor], tv: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: b + load_float32(tv, k) if k in tv else b for k, b in base.items()}
+
+
+@torch.no_grad()
+def compute_grams(task_vectors: TaskVectors, data: RegMeanData) -> list[dict[str, torch.Tensor]]:
+    """The Gram step of RegMean: per task, the mean input Gram matrix of every linear layer of θ₀ + τ_t.
+
+    Each task's fine-tuned tower (built once, its weights swapped per task) runs over that task's unlabeled
+    batches; hooks on every ``nn.Linear`` accumulate Σ x xᵀ over all tokens, divided by the token count.
+
+    Returns:
+        One ``{canonical weight name: [in, in] Gram}`` per task, in task-vector order.
+    """
+    from tqdm.auto import tqdm
+
+    from ..checkpoints import build_vision_model, load_vision_weights
+
+    if len(data.batches) != len(task_vectors):
+        raise InputError(f"got unlabeled batches for {len(data.batches)} tasks but {len(task_vectors)} task vectors")
+    model = build_vision_model(data.vision_config).to(data.device).eval()
+    out = []
+    for t, tv in enumerate(tqdm(task_vectors, desc="RegMean Grams", unit="task", disable=not data.progress)):
+        load_vision_weights(model, _weights_of(data.base, tv))
+        hooks = _GramHooks(model, "vision_model.")  # transformers 5: the tower itself, keys unprefixed
+        for pixels in data.batches[t]:
+            model(pixel_values=pixels.to(data.device))
+        out.append(hooks.grams())
+    return out
+
+
+def _average(task_vectors: TaskVectors, keys: Sequence[str]) -> dict[str, torch.Tensor]:
+    out = {}
+    for key in keys:
+        total = load_float32(task_vectors[0], key).clone()
+        for tv in task_vectors[1:]:
+            total += load_float32(tv, key)
+        out[key] = total / len(task_vectors)
+    return out
+
+
+@torch.no_grad()
+def regmean_plusplus_merge(task_vectors: TaskVectors, reduce_non_diagonal_ratio: float = 0.95,
+                           num_examples: int = 256, data: RegMeanData | None = None) -> dict[str, torch.Tensor]:
+    """RegMean++: RegMean block by block, each block's Grams measured on the merged model's hidden states.
+
+    Args:
+        task_vectors: τ_1 … τ_T (canonical keys ``vision_model.*``).
+        reduce_non_diagonal_ratio: The off-diagonal factor a of G̃_t.
+        num_examples: Images per task (recorded; the batches are given in ``data``).
+        data: The :class:`RegMeanData` (required).
+
+    Returns:
+        τ* as float32 tensors (zero for the final LayerNorm, as in the reference); merged model θ₀ + τ*.
+    """
+    from tqdm.auto import tqdm
+
+    from ..checkpoints import build_vision_model, load_vision_weights
+
+    ratio = _check_ratio(reduce_non_diagonal_ratio)
+    keys = check_task_vectors(task_vectors)
+    if data is None:
+        raise InputError("RegMean++ needs data: base weights and unlabeled batches (RegMeanData)",
+                         "use `hfdistac merge RECIPE --method regmean_plusplus`, which builds them from the recipe")
+    merged = _average(task_vectors, [k for k in keys if k.startswith(("vision_model.embeddings.",
+                                                                      "vision_model.pre_layrnorm."))])
+    model = build_vision_model(data.vision_config).to(data.device).eval()
+    load_vision_weights(model, {k: data.base[k] + merged.get(k, torch.zeros(())) for k in data.base})
+    vm = model  # transformers 5: CLIPVisionModel is the tower itself
+    hidden = [[vm.pre_layrnorm(vm.embeddings(p.to(data.device))) for p in batches] for batches in data.batches]
+    layers = vm.encoder.layers
+    for i in tqdm(range(len(layers)), desc="RegMean++ blocks", unit="block", disable=not data.progress):
+        prefix = f"vision_model.encoder.layers.{i}."
+        layer_keys = [k for k in keys if k.startswith(prefix)]
+        layer, grams = layers[i], []
+        for t, tv in enumerate(task_vectors):  # task t's own block on the merged model's hidden states
+            _load_block(layer, prefix, data.base, tv)
+            hooks = _GramHooks(layer, prefix)
+            for h in hidden[t]:
+                layer(h, attention_mask=None)
+            grams.append(hooks.grams())
+        block = regmean_merge([{k: tv[k] for k in layer_keys} for tv in task_vectors], ratio,
+                              grams=grams)
+        merged.update(block)
+        _load_block(layer, prefix, data.base, block)
+        if i < len(layers) - 1:
+            hidden = [[_block_output(layer(h, attention_mask=None)) for h in hs] for hs in hidden]
+    for key in keys:
+        merged.setdefault(key, torch.zeros_like(load_float32(task_vectors[0], key)))  # the final LayerNorm
+    return {k: merged[k].cpu() for k in keys}
+
+
+def _load_block(layer: torch.nn.Module, prefix: str, base: Mapping[str, torch.Tensor],
+                tv: Mapping[str, torch.Tensor]) -> None:
+    """Set one encoder block's parameters to θ₀ + τ (keys under ``prefix``)."""
+    params = dict(layer.named_parameters())
+    for name, p in params.items():
+        key = prefix + name
+        p.copy_((base[key] + load_float32(tv, key).to(base[key].device)).to(p.device))
+
+
+def _block_output(out) -> torch.Tensor:
+    """An encoder block's hidden states (transformers 5 returns the tensor, 4.x a tuple)."""
+    return out[0] if isinstance(out, tuple) else out
