@@ -43,12 +43,15 @@ class DatasetSpec:
         config: Dataset configuration name (e.g. ``cropped_digits`` for SVHN).
         image_column: Override of the image column.
         label_column: Override of the label column.
+        class_names: Class names in label order, for a dataset whose labels are plain integers (or none at
+            all); they must match the number of a ``ClassLabel``'s names when there is one.
     """
 
     reference: str
     config: str | None = None
     image_column: str | None = None
     label_column: str | None = None
+    class_names: tuple[str, ...] | None = None
 
     @property
     def is_local(self) -> bool:
@@ -408,7 +411,13 @@ def load_image_data(spec: DatasetSpec, split: str, *, streaming: bool | None = N
         raise InputError("empty dataset reference")
     ds = load_split(spec, split, streaming=streaming)
     img, lab = detect_columns(ds.features, spec.image_column, spec.label_column)
-    data = ImageData(spec, split, ds, img, lab, class_names(ds.features, lab))
+    names = class_names(ds.features, lab)
+    if spec.class_names is not None:
+        if names is not None and len(names) != len(spec.class_names):
+            raise DataError(f"{len(spec.class_names)} class names were given for dataset {spec.reference!r}, but its "
+                            f"label column {lab!r} has {len(names)} classes", "give one name per class, in label order")
+        names = list(spec.class_names)
+    data = ImageData(spec, split, ds, img, lab, names)
     if data.num_examples == 0:
         raise DataError(f"split {split!r} of dataset {spec.reference!r} is empty",
                         "choose a split that holds images (e.g. train or test)")

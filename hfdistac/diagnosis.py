@@ -177,7 +177,7 @@ def inspect_models(
         num_workers: DataLoader workers for preprocessing.
         templates: Per-model prompt templates overriding the task defaults.
         dataset_configs: Per-model dataset configuration names.
-        columns: Per-model ``(image column, label column)`` overrides (``None``: detected).
+        columns: Per-model ``(image column, label column[, class names])`` overrides (``None``: detected).
         norm_threshold: Norm-ratio threshold for the norm-mismatch flag.
         entropy_threshold: Normalised-entropy threshold for the low-confidence flag.
         device: Torch device for evaluation.
@@ -220,8 +220,9 @@ def inspect_models(
         if ds_ref is not None:
             from .data import DatasetSpec
 
-            image_column, label_column = (columns[i] if columns and columns[i] else (None, None))
-            spec = DatasetSpec(ds_ref, dataset_configs[i] if dataset_configs else None, image_column, label_column)
+            image_column, label_column, *names = (columns[i] if columns and columns[i] else (None, None))
+            spec = DatasetSpec(ds_ref, dataset_configs[i] if dataset_configs else None, image_column, label_column,
+                               tuple(names[0]) if names and names[0] else None)
         results.append(_diagnose_one(name, ref, ft, base_model, theta0, spec,
                                      list(templates[i]) if templates and templates[i] else None, eval_options))
         del ft
@@ -319,7 +320,7 @@ def run_inspect(config) -> Diagnosis:
         datasets = [t.dataset for t in recipe.tasks]
         templates = [t.templates for t in recipe.tasks]
         configs = [t.dataset_config for t in recipe.tasks]
-        columns = [(config.image_column or t.image_column, config.label_column or t.label_column)
+        columns = [(config.image_column or t.image_column, config.label_column or t.label_column, t.class_names)
                    for t in recipe.tasks]
         base = base or recipe.base
     if config.data is not None:

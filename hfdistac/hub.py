@@ -148,7 +148,19 @@ def require_safetensors(resolved: ResolvedModel) -> list[Path]:
                           hint="pass a directory or repo that contains model.safetensors (save with save_pretrained)")
 
 
+#: Content hashes already computed in this process, keyed by every weight file's path, size and mtime: a local
+#: model is hashed once per process however often it is resolved (a 3-task merge resolved each model 16 times).
+_HASH_CACHE: dict[tuple, str] = {}
+
+
 def _content_hash(files: list[Path], root: Path) -> str:
+    key = tuple((str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns) for p in files)
+    if key not in _HASH_CACHE:
+        _HASH_CACHE[key] = _hash_files(files, root)
+    return _HASH_CACHE[key]
+
+
+def _hash_files(files: list[Path], root: Path) -> str:
     digest = hashlib.sha256()
     for path in files:
         digest.update(path.relative_to(root).as_posix().encode() + b"\0")

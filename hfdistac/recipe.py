@@ -17,6 +17,7 @@ Format (YAML, ``format: hfdistac.recipe.v1``; relative paths resolve against the
         templates: [...]                            # optional prompt templates (each with {c})
         image_column: img                           # optional: default, the first Image feature
         label_column: label                         # optional: default, the first ClassLabel feature
+        class_names: [angry, disgusted, ...]        # optional: for labels without a ClassLabel
 
 Every value is type-checked: a wrong type names the key, the value and what is expected.
 
@@ -32,7 +33,7 @@ from .errors import InputError, ReferenceNotFoundError
 
 RECIPE_FORMAT = "hfdistac.recipe.v1"
 _TASK_KEYS = {"name", "model", "normalizer", "dataset", "dataset_config", "train_split", "test_split", "templates",
-              "image_column", "label_column"}
+              "image_column", "label_column", "class_names"}
 _STRING_KEYS = {"name": "a task name", "model": "a Hub id or path", "normalizer": "a Hub id or path",
                 "dataset": "a Hub dataset id or path", "dataset_config": "a configuration name",
                 "train_split": "a split name", "test_split": "a split name", "image_column": "a column name",
@@ -54,6 +55,16 @@ class RecipeTask:
     templates: list[str] | None = None
     image_column: str | None = None
     label_column: str | None = None
+    class_names: list[str] | None = None
+
+    def dataset_spec(self):
+        """The :class:`~hfdistac.data.DatasetSpec` of the task's dataset (``None`` without one)."""
+        from .data import DatasetSpec
+
+        if not self.dataset:
+            return None
+        return DatasetSpec(self.dataset, self.dataset_config, self.image_column, self.label_column,
+                           tuple(self.class_names) if self.class_names else None)
 
 
 @dataclass
@@ -100,6 +111,10 @@ def _check_task_types(path: Path, i: int, task: dict) -> None:
         if missing:
             raise InputError(f"{where}: every template must contain {{c}} (where the class name goes), got "
                              f"{missing[0]!r}", "e.g. templates: ['a photo of a {c}.']")
+    names = task.get("class_names")
+    if names is not None and (not isinstance(names, list) or not names or not all(isinstance(x, str) for x in names)):
+        raise InputError(f"{where} key 'class_names' must be a list of strings, got {names!r}",
+                         "e.g. class_names: [cat, dog], in label order")
 
 
 def load_recipe(path: str | Path) -> Recipe:
@@ -151,7 +166,8 @@ def load_recipe(path: str | Path) -> Recipe:
             dataset=_resolve(t.get("dataset"), folder), normalizer=_resolve(t.get("normalizer"), folder),
             dataset_config=t.get("dataset_config"), train_split=t.get("train_split", "train"),
             test_split=t.get("test_split", "test"), templates=t.get("templates"),
-            image_column=t.get("image_column"), label_column=t.get("label_column")))
+            image_column=t.get("image_column"), label_column=t.get("label_column"),
+            class_names=t.get("class_names")))
     names = [t.name for t in tasks]
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:

@@ -10,6 +10,11 @@ from __future__ import annotations
 GENERIC_TEMPLATES: list[str] = ["a photo of a {c}."]
 
 _DIGITS = ['a photo of the number: "{c}".']
+_CIFAR = [f"a {kind}photo of {article}{size} {{c}}." for article in ("a", "the") for kind, size in (
+    ("", ""), ("blurry ", ""), ("black and white ", ""), ("low contrast ", ""), ("high contrast ", ""), ("bad ", ""),
+    ("good ", ""), ("", " small"), ("", " big"))]
+_FER = ["a photo of a {c} looking face.", "a photo of a face showing the emotion: {c}.", "a photo of a face looking {c}.",
+        "a face that looks {c}.", "they look {c}.", "look at how {c} they are."]
 
 TASK_TEMPLATES: dict[str, list[str]] = {
     "mnist": _DIGITS,
@@ -65,6 +70,21 @@ TASK_TEMPLATES: dict[str, list[str]] = {
         "a photo of my new {c}.",
         "a photo of my old {c}.",
     ],
+    # The twelve further tasks of the TALL-14 / TALL-20 benchmarks (Wang et al., arXiv 2405.07813).
+    "cifar10": _CIFAR,
+    "cifar100": _CIFAR,
+    "stl10": ["a photo of a {c}.", "a photo of the {c}."],
+    "food101": ["a photo of {c}, a type of food."],
+    "oxfordflowers102": ["a photo of a {c}, a type of flower."],
+    "oxfordiiitpet": ["a photo of a {c}, a type of pet."],
+    "fer2013": _FER,
+    "wdsfer2013": _FER,
+    "patchcamelyon": ["this is a photo of {c}"],
+    "pcam": ["this is a photo of {c}"],
+    "renderedsst2": ["a {c} review of a movie."],
+    "emnistletters": ['a photo of the digit character: "{c}".'],
+    "fashionmnist": ["a photo of a {c}.", "a photo of the {c}."],
+    "kmnist": ["a photo of the character {c}."],
 }
 
 # Readable class names for datasets whose ClassLabel names are codes or terse.

@@ -141,3 +141,31 @@ _REDOWNLOAD_HINT = ("it was probably cut short by an interrupted download or cop
 def _first_line(err: BaseException) -> str:
     text = str(err).strip().splitlines()
     return text[0] if text else type(err).__name__
+
+
+class LazyTensors(Mapping):
+    """A read-only ``{name: tensor}`` view of a safetensors file: a tensor is read only when indexed.
+
+    Args:
+        path: The file (opened once to list its keys).
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        with safe_open_checked(self.path) as f:
+            self._keys = list(f.keys())
+
+    def __getitem__(self, key: str) -> torch.Tensor:
+        if key not in self._keys:
+            raise KeyError(key)
+        with safe_open_checked(self.path) as f:
+            return read_tensor(f, key, self.path)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._keys)
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._keys

@@ -304,3 +304,44 @@ def test_a_rebuilt_dataset_directory_is_read_afresh(tmp_path):
         assert data.class_names == ["red", "green", "blue"]
         seen.append(data.num_examples)
     assert seen == [12, 20, 16]
+
+
+@pytest.mark.parametrize("name, n", [("fusionbench-vit-base-patch32-8tasks", 8), ("fusionbench-vit-base-patch32-tall14", 14),
+                                     ("fusionbench-vit-base-patch32-tall20", 20)])
+def test_shipped_fusionbench_recipes_parse(name, n):
+    from pathlib import Path
+
+    from hfdistac.recipe import load_recipe
+    from hfdistac.templates_data import GENERIC_TEMPLATES, templates_for
+
+    recipe = load_recipe(Path(__file__).resolve().parents[1] / "examples" / "recipes" / f"{name}.yaml")
+    assert len(recipe.tasks) == n and recipe.base == "openai/clip-vit-base-patch32"
+    assert len({t.name for t in recipe.tasks}) == n
+    for t in recipe.tasks:
+        assert t.model == f"tanganke/clip-vit-base-patch32_{t.name}"
+        assert t.dataset and t.dataset.count("/") == 1  # a Hub dataset id
+        assert templates_for(t.dataset) != GENERIC_TEMPLATES or t.name in ("sun397",)  # each task's own templates
+        spec = t.dataset_spec()
+        assert spec.reference == t.dataset and (spec.class_names is None or len(spec.class_names) >= 2)
+
+
+def test_batched_head_equals_the_per_class_loop(tiny):
+    """Prompts of all classes in shared batches give the same head as one text-tower call per class."""
+    from transformers import AutoTokenizer, CLIPModel
+
+    from hfdistac.heads import build_head
+
+    clip = CLIPModel.from_pretrained(tiny.base).eval()
+    tok = AutoTokenizer.from_pretrained(tiny.base)
+    names = ["red", "green", "blue", "red square", "the number"]
+    templates = ["a photo of a {c}.", "a {c} texture.", "the number {c} circle square"]
+    head = build_head(clip, tok, names, templates, batch_size=4)  # batches straddle classes
+    rows = []
+    with torch.no_grad():
+        for name in names:
+            enc = tok([t.format(c=name) for t in templates], padding=True, return_tensors="pt")
+            out = clip.get_text_features(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"])
+            e = out if isinstance(out, torch.Tensor) else out.pooler_output
+            e = e / e.norm(dim=-1, keepdim=True)
+            rows.append(e.mean(0) / e.mean(0).norm())
+    torch.testing.assert_close(head.weight, torch.stack(rows), rtol=1e-5, atol=1e-5)

@@ -350,3 +350,18 @@ def test_dataset_streaming_and_revision(hub_env, models):
 
     hub_env.set_offline()
     assert hub.resolve_dataset_revision("org/colours") == sha  # from the cache's refs
+
+
+def test_a_local_model_is_hashed_once_per_process_until_it_changes(models, tmp_path, monkeypatch):
+    d = tmp_path / "m"
+    shutil.copytree(models.ft, d)
+    calls = []
+    real = hub._hash_files
+    monkeypatch.setattr(hub, "_hash_files", lambda files, root: calls.append(root) or real(files, root))
+    first = hub.resolve_model(str(d)).revision
+    for _ in range(5):
+        assert hub.resolve_model(str(d)).revision == first
+    assert len(calls) == 1
+    time.sleep(0.01)
+    (d / "model.safetensors").write_bytes((d / "model.safetensors").read_bytes())  # same bytes, new mtime
+    assert hub.resolve_model(str(d)).revision == first and len(calls) == 2

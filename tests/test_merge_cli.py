@@ -34,7 +34,8 @@ def test_merge_all_methods_writes_table_and_outputs(tiny, tmp_path, capsys):
     for row in ("zero-shot", "individual", "Task Arithmetic", "TIES-Merging", "Consensus TA", "TSV-M"):
         assert row in out
     report = json.loads((tmp_path / "out" / "report.json").read_text())
-    assert [r["method"] for r in report["results"]] == ["task_arithmetic", "ties", "consensus", "tsvm", "average"]
+    assert [r["method"] for r in report["results"]] == ["task_arithmetic", "ties", "consensus", "tsvm", "average",
+                                                        "iso_c", "iso_cts", "wudi", "regmean", "regmean_plusplus"]
     for method in ("task_arithmetic", "ties", "consensus", "tsvm", "average"):
         d = tmp_path / "out" / method
         files = {p.name for p in d.iterdir()}
@@ -160,3 +161,13 @@ def test_merged_output_evaluates_without_base(tiny, tmp_path, capsys):
 
     m = _json.loads((tmp_path / "m.json").read_text())
     assert m["base"] == str(tiny.base) and 0 <= m["accuracy"] <= 100
+
+
+def test_merge_says_how_many_forward_passes_and_how_long(tiny, tmp_path, capsys):
+    recipe = write_recipe(tmp_path / "r.yaml", tiny)
+    code, out, err = run_cli(capsys, "merge", recipe, "--method", "task_arithmetic", "--alpha-grid", "0", "0.5", "1",
+                             "--no-progress")
+    assert code == 0, err
+    # 3 tasks x (24 test + 5 validation images): zero-shot 72, individual 15 + 72, alpha search 3 x 15, test 72
+    assert "about 276 image forward passes" in err and "--alpha-grid" in err and "--val-limit" in err
+    assert "images/s on the first evaluation; the whole evaluation will take about" in err

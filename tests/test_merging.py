@@ -49,12 +49,12 @@ TVS3 = [
 CONS = [{"w": T(1.0, 0.2, 3.0, -1.0)}, {"w": T(1.0, 0.1, -3.0, 2.0)}, {"w": T(-0.5, 4.0, 0.1, 2.0)}]
 
 # The data-free methods tested here (data-driven ones such as SAMerging have their own tests).
-DATA_FREE = ["task_arithmetic", "ties", "consensus", "tsvm", "average"]
+DATA_FREE = ["task_arithmetic", "ties", "consensus", "tsvm", "average", "iso_c", "iso_cts", "wudi"]
 
 
 # ------------------------------------------------------------------------------------------ registry
 def test_registry_names_and_metadata():
-    assert list(MERGE_METHODS)[:5] == DATA_FREE
+    assert list(MERGE_METHODS)[:8] == DATA_FREE
     for name, method in MERGE_METHODS.items():
         assert isinstance(method, MergeMethod) and method.name == name
         assert method.paper_url.startswith("https://arxiv.org/abs/")

@@ -116,6 +116,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _configure_logging(verbose: bool) -> None:
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    # What a long job will cost (e.g. merge's forward-pass count and time estimate) is always shown.
+    progress = logging.getLogger("hfdistac.progress")
+    progress.setLevel(logging.INFO)
+    if not progress.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        progress.addHandler(handler)
+        progress.propagate = False
     if not verbose:
         # The HF stack is chatty (load reports, per-split progress bars); our own bars show progress.
         try:

@@ -27,7 +27,12 @@ WUDI_VARIANTS = {"official": {"only_linear_layers": True, "fuse_qkv": True, "oth
 
 @dataclass
 class MergeConfig:
-    """``hfdistac merge``: merge a recipe's task vectors, choose α on validation, evaluate on test."""
+    """``hfdistac merge``: merge a recipe's task vectors, choose α on validation, evaluate on test.
+
+    The evaluation can be long (every α of every method on every task's validation split): the run logs its
+    number of forward passes first and, after the first evaluation, the expected time. To cut it: ``--alpha``
+    (no search), a shorter ``--alpha-grid``, ``--val-limit`` / ``--test-limit``, or one ``--method``.
+    """
 
     recipe: str = field(default="", metadata=_h("recipe YAML (base + tasks), e.g. example-suite/recipes/original.yaml",
                                                 positional=True, metavar="RECIPE"))

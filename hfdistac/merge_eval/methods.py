@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -132,7 +133,8 @@ def _data_free_params(method_name: str, config: MergeConfig) -> dict[str, Any]:
 
 
 def merge_with(method_name: str, tvs, config: MergeConfig, merged: MergedModel | None, base,
-               train_data: Mapping[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any], dict | None]:
+               train_data: Mapping[str, Any], scratch: Path | None = None
+               ) -> tuple[dict[str, torch.Tensor], dict[str, Any], dict | None]:
     """Merge the task vectors with one registered method.
 
     Args:
@@ -141,7 +143,8 @@ def merge_with(method_name: str, tvs, config: MergeConfig, merged: MergedModel |
         config: The run's :class:`MergeConfig`.
         merged: The evaluation model (``None`` with ``--weights-only``), for Consensus TA's λ selection.
         base: The recipe's base model (SAMerging's θ₀ and processor).
-        train_data: Train splits by task name (SAMerging's unlabeled images).
+        train_data: Train splits by task name (SAMerging's and RegMean's unlabeled images).
+        scratch: The run's scratch folder (RegMean keeps its Gram matrices there).
 
     Returns:
         ``(τ_merged, report fields, learned result or None)``; the learned result (SAMerging) holds the
@@ -169,7 +172,7 @@ def merge_with(method_name: str, tvs, config: MergeConfig, merged: MergedModel |
         if method_name == "regmean":
             from ..merging.regmean import compute_grams
 
-            extra = {"grams": compute_grams(tvs, data)}  # the separate Gram step
+            extra = {"grams": compute_grams(tvs, data, scratch)}  # the separate Gram step
         else:
             extra = {"data": data}
     if method.uses_device:

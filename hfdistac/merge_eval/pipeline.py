@@ -73,22 +73,25 @@ def _merge_and_evaluate(config: MergeConfig, recipe, base, device, scratch: Path
     from ..merging import MERGE_METHODS
     from .methods import merge_with
     from .outputs import results_table, write_outputs
+    from .plan import announce, estimate
     from .scoring import MergedModel, calibrate, evaluate_on_test, load_task_data, reference_rows
     from .selection import select_alpha
     from .sources import build_task_vectors
 
     methods = config.methods
     tasks, train_data = load_task_data(recipe, base, config, methods)  # 1
+    total = announce(config, methods, tasks) if not config.weights_only else None
     tvs, sources = build_task_vectors(recipe, base, scratch, progress=config.progress)  # 2
     merged = MergedModel(base, tasks, device, config.mixed_precision)
     report = _new_report(recipe, base, sources)
     normalizers = {"validation": {}, "test": {}}
     if not config.weights_only:
         normalizers = reference_rows(merged, base, report, progress=config.progress)
+        estimate(total, report["zero_shot"]["eval_images"], report["zero_shot"]["eval_seconds"])
     taus: dict[str, Any] = {}
     learned: dict[str, dict] = {}
     for name in methods:
-        tau, res, result = merge_with(name, tvs, config, merged, base, train_data)  # 3
+        tau, res, result = merge_with(name, tvs, config, merged, base, train_data, scratch)  # 3
         taus[name] = tau
         if result is not None:
             learned[name] = result

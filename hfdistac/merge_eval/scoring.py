@@ -52,7 +52,7 @@ def load_task_data(recipe, base, config: MergeConfig, methods: list[str]) -> tup
         InputError: a task without a dataset.
         DataError, ReferenceNotFoundError: a dataset or split that cannot be read.
     """
-    from ..data import DatasetSpec, load_image_data
+    from ..data import load_image_data
     from ..evaluation import head_for_task
     from ..merging import MERGE_METHODS
 
@@ -66,7 +66,7 @@ def load_task_data(recipe, base, config: MergeConfig, methods: list[str]) -> tup
         if not t.dataset:
             raise InputError(f"task {t.name!r} of the recipe has no dataset",
                              "add 'dataset:' to the task, or merge weights only with --weights-only --alpha A")
-        spec = DatasetSpec(t.dataset, t.dataset_config, t.image_column, t.label_column)
+        spec = t.dataset_spec()
         test = load_image_data(spec, t.test_split)
         val = load_image_data(spec, "validation") if config.alpha is None else None
         head = head_for_task(base, test, templates=t.templates)
@@ -154,14 +154,19 @@ def reference_rows(merged: MergedModel, base, report: dict, *, progress: bool = 
     Returns:
         ``{"validation": {task: %}, "test": {task: %}}``.
     """
+    import time
+
     from tqdm.auto import tqdm
 
     from ..evaluation import default_cache_dir
     from ..hub import resolve_model
 
     merged.set_weights(None, 0.0)
+    start = time.perf_counter()
     zs_test = merged.evaluate_all("test")
-    report["zero_shot"] = {"accuracy": zs_test["accuracy"], "mean_accuracy": mean(zs_test["accuracy"].values())}
+    report["zero_shot"] = {"accuracy": zs_test["accuracy"], "mean_accuracy": mean(zs_test["accuracy"].values()),
+                           "eval_seconds": time.perf_counter() - start,
+                           "eval_images": sum(len(lg) for lg, _ in zs_test["logits"].values())}
     norm_acc: dict[str, dict[str, float]] = {"validation": {}, "test": {}}
     cache_dir = default_cache_dir() / "evals"
     for task in tqdm(merged.tasks, desc="individual models", disable=not progress, unit="task"):

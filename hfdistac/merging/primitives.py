@@ -137,7 +137,11 @@ def load_float32(task_vector: Mapping[str, torch.Tensor], key: str) -> torch.Ten
     if not isinstance(tensor, torch.Tensor) or not torch.is_floating_point(tensor):
         what = tensor.dtype if isinstance(tensor, torch.Tensor) else type(tensor).__name__
         raise InputError(f"task vector entry {key!r} is {what}, not a floating-point tensor")
-    return tensor.detach().to(torch.float32)
+    out = tensor.detach().to(torch.float32)
+    # A tensor read from a safetensors file may sit at an unaligned address (its offset in the file): LAPACK and
+    # BLAS then take other code paths and round differently. A copy in fresh (aligned) memory makes the result
+    # the same bits whether a task vector comes from memory or from disk.
+    return out.clone() if out.data_ptr() % 64 else out
 
 
 def stack_key(task_vectors: TaskVectors, key: str) -> torch.Tensor:
@@ -379,3 +383,57 @@ def thin_svd(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]
         u, s, vt = torch.linalg.svd(x.T, full_matrices=False)
         return vt.T, s, u.T
     return torch.linalg.svd(x, full_matrices=False)
+
+
+def top_singular(x: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The top ``k`` singular triplets ``(U_k, S_k, V_kᵀ)`` of a 2-D matrix, without a full SVD.
+
+    The eigendecomposition of the Gram matrix of the smaller side (``xᵀx`` or ``xxᵀ``, ``r×r`` with r =
+    min(m, n)) gives the top singular values and one side's vectors; the other side is ``x v / s``. That is
+    the same factorisation for the components kept — the largest, which the Gram determines to float32
+    precision — at a fraction of the cost (measured on one CPU thread: 0.06 s instead of 0.13 s for 768×768,
+    0.09 s instead of 0.31 s for 3072×768). A zero singular value gets a zero vector on the other side.
+    """
+    x = x.to(torch.float32)
+    m, n = x.shape
+    tall = m >= n
+    gram = x.T @ x if tall else x @ x.T
+    evals, evecs = torch.linalg.eigh(gram)  # ascending
+    k = min(k, evals.shape[-1])
+    lam = evals[-k:].flip(0).clamp_min(0)
+    vecs = evecs[:, -k:].flip(1)
+    s = lam.sqrt()
+    inv = torch.where(s > 0, 1.0 / s, torch.zeros_like(s))
+    if tall:  # vecs are right singular vectors
+        return (x @ vecs) * inv, s, vecs.T
+    return vecs, s, (vecs.T @ x) * inv[:, None]
+
+
+#: The Gram route of :func:`fast_polar_factor` squares singular values: in float32 while the smallest is at
+#: least this fraction of the largest, in float64 down to :data:`POLAR_GRAM_MIN_RATIO`, the SVD below that.
+POLAR_FLOAT32_MIN_RATIO = 0.1
+POLAR_GRAM_MIN_RATIO = 1e-3
+
+
+def fast_polar_factor(x: torch.Tensor) -> torch.Tensor:
+    """The polar factor PQᵀ of ``x`` (as :func:`polar_factor`), from the Gram matrix of its smaller side.
+
+    polar(x) = x (xᵀx)^(-1/2) = (xxᵀ)^(-1/2) x, with the inverse square root from the eigendecomposition of the
+    r×r Gram matrix (r = min(m, n)); cheaper than an SVD of ``x``. The Gram squares the singular values, so the
+    route is taken in float32 only while ``x`` is well conditioned (smallest / largest singular value ≥
+    :data:`POLAR_FLOAT32_MIN_RATIO`; TSV-M's concatenated singular vectors usually are), in float64 down to
+    :data:`POLAR_GRAM_MIN_RATIO`, and the SVD is used below that or for a rank-deficient ``x``.
+    """
+    x = x.to(torch.float32)
+    tall = x.shape[0] >= x.shape[1]
+    gram = x.T @ x if tall else x @ x.T
+    evals, evecs = torch.linalg.eigh(gram)
+    ratio2 = float(evals[0]) / float(evals[-1]) if float(evals[-1]) > 0 else 0.0
+    if ratio2 <= POLAR_GRAM_MIN_RATIO ** 2:
+        return polar_factor(x)
+    xd = x
+    if ratio2 <= POLAR_FLOAT32_MIN_RATIO ** 2:  # redo the Gram route in float64
+        xd = x.double()
+        evals, evecs = torch.linalg.eigh(xd.T @ xd if tall else xd @ xd.T)
+    inv_sqrt = (evecs * evals.rsqrt()) @ evecs.T
+    return (xd @ inv_sqrt if tall else inv_sqrt @ xd).to(torch.float32)

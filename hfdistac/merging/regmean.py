@@ -37,6 +37,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from numbers import Integral, Real
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -196,11 +197,19 @@ def _weights_of(base: Mapping[str, torch.Tensor], tv: Mapping[str, torch.Tensor]
 
 
 @torch.no_grad()
-def compute_grams(task_vectors: TaskVectors, data: RegMeanData) -> list[dict[str, torch.Tensor]]:
+def compute_grams(task_vectors: TaskVectors, data: RegMeanData, scratch: str | Path | None = None
+                  ) -> list[Mapping[str, torch.Tensor]]:
     """The Gram step of RegMean: per task, the mean input Gram matrix of every linear layer of θ₀ + τ_t.
 
     Each task's fine-tuned tower (built once, its weights swapped per task) runs over that task's unlabeled
     batches; hooks on every ``nn.Linear`` accumulate Σ x xᵀ over all tokens, divided by the token count.
+
+    Args:
+        task_vectors: τ_1 … τ_T.
+        data: The :class:`RegMeanData`.
+        scratch: A folder to keep the Grams in (one safetensors file per task, read back lazily, so memory holds
+            one task's Grams while measuring and one layer's while merging: at ViT-B/32 they are 0.6 GB per
+            task). ``None`` keeps them in memory.
 
     Returns:
         One ``{canonical weight name: [in, in] Gram}`` per task, in task-vector order.
@@ -218,7 +227,14 @@ def compute_grams(task_vectors: TaskVectors, data: RegMeanData) -> list[dict[str
         hooks = _GramHooks(model, "vision_model.")  # transformers 5: the tower itself, keys unprefixed
         for pixels in data.batches[t]:
             model(pixel_values=pixels.to(data.device))
-        out.append(hooks.grams())
+        grams = hooks.grams()
+        if scratch is not None:
+            from ..tensor_files import LazyTensors, save_safetensors
+
+            path = save_safetensors(grams, Path(scratch) / f"grams_{t}.safetensors", what="the Gram matrices")
+            del grams
+            grams = LazyTensors(path)
+        out.append(grams)
     return out
 
 

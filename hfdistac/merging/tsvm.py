@@ -15,6 +15,13 @@ the position embedding is 2-D: each 2-D matrix is treated alike.
 
 When a matrix is too small for every task to get a component (min(m, n) < T), k is raised to 1: the
 concatenated U (or Vᵀ) then has more columns than rows and its polar factor has orthonormal rows instead.
+
+Computed without full SVDs (the formula is unchanged): each task's top-k triplets come from the
+eigendecomposition of the Gram matrix of its smaller side (:func:`~.primitives.top_singular`), and the two
+polar factors from the Gram matrices of the concatenated factors (:func:`~.primitives.fast_polar_factor`, which
+falls back to the SVD when they are ill-conditioned). Against full SVDs: relative L2 difference ≤ 5e-5 on
+ViT-B/32 shapes, 2.3–2.6× less CPU time on the 768×3072 MLP matrices and 1.4× on the 768×768 attention
+matrices (``benchmarks/bench_merge.py --vs-fusionbench`` compares the whole tower with FusionBench).
 """
 
 from __future__ import annotations
@@ -30,10 +37,10 @@ from ..errors import InputError
 from .primitives import (
     TaskVectors,
     check_task_vectors,
+    fast_polar_factor,
     is_matrix_parameter,
     load_float32,
-    polar_factor,
-    thin_svd,
+    top_singular,
 )
 
 
@@ -83,13 +90,12 @@ def tsvm_merge_matrix(matrices: Iterable[torch.Tensor], k: int) -> torch.Tensor:
     """
     us, ss, vts = [], [], []
     for matrix in matrices:
-        u, s, vt = thin_svd(matrix)
-        us.append(u[:, :k].clone())  # clone: do not keep the full factors alive through views
-        ss.append(s[:k].clone())
-        vts.append(vt[:k, :].clone())
-        del u, s, vt
-    u_perp = polar_factor(torch.cat(us, dim=1))
-    vt_perp = polar_factor(torch.cat(vts, dim=0))
+        u, s, vt = top_singular(matrix, k)  # only the kept components, not a full SVD
+        us.append(u)
+        ss.append(s)
+        vts.append(vt)
+    u_perp = fast_polar_factor(torch.cat(us, dim=1))
+    vt_perp = fast_polar_factor(torch.cat(vts, dim=0))
     return (u_perp * torch.cat(ss)) @ vt_perp
 
 
