@@ -220,9 +220,9 @@ def inspect_models(
         if ds_ref is not None:
             from .data import DatasetSpec
 
-            image_column, label_column, *names = (columns[i] if columns and columns[i] else (None, None))
+            image_column, label_column, *given_names = (columns[i] if columns and columns[i] else (None, None))
             spec = DatasetSpec(ds_ref, dataset_configs[i] if dataset_configs else None, image_column, label_column,
-                               tuple(names[0]) if names and names[0] else None)
+                               tuple(given_names[0]) if given_names and given_names[0] else None)
         results.append(_diagnose_one(name, ref, ft, base_model, theta0, spec,
                                      list(templates[i]) if templates and templates[i] else None, eval_options))
         del ft

@@ -160,7 +160,8 @@ class CachedSplit:
 
     ``merge`` evaluates every α of every method on the same validation and test images: preprocessing them
     once saves most of the time. The budget (bytes) is a one-element list shared by every split of a run, so
-    the splits together stay under it; a split that does not fit is preprocessed again on every pass.
+    the splits together stay under it; a split that does not fit is preprocessed again on every pass. Images
+    are cached as exact ``uint8`` crops (:class:`~hfdistac.data.PixelCodec`).
 
     Args:
         data: The :class:`~hfdistac.data.ImageData` split.
@@ -178,19 +179,32 @@ class CachedSplit:
         self._cache: list[dict] | None = None
         self._budget = budget
 
-    def batches(self) -> list[dict]:
-        """The batches ``{"pixel_values", "labels"?}`` of the split."""
+    def batches(self):
+        """The batches ``{"pixel_values", "labels"?}`` of the split (an iterable; one decoded batch at a time).
+
+        Cached batches are kept as exact ``uint8`` crops (:class:`~hfdistac.data.PixelCodec`, a quarter of the
+        memory of float pixels) and decoded as they are read.
+        """
+        from .data import PixelCodec
+
+        codec = PixelCodec(self.processor)
         if self._cache is not None:
-            return self._cache
-        loader = self.data.loader(self.processor, self.batch_size, limit=self.limit, num_workers=self.num_workers)
-        out, size = [], 0
+            return ({**b, "pixel_values": codec.decode(b["pixel_values"])} for b in self._cache)
+        return self._fill(codec)
+
+    def _fill(self, codec):
+        loader = self.data.loader(self.processor, self.batch_size, limit=self.limit, num_workers=self.num_workers,
+                                  compact=codec.compact)
+        out, size, keep = [], 0, True
         for b in loader:
-            out.append(b)
             size += b["pixel_values"].numel() * b["pixel_values"].element_size()
-        if size <= self._budget[0]:
+            keep = keep and size <= self._budget[0]
+            if keep:
+                out.append(b)
+            yield {**b, "pixel_values": codec.decode(b["pixel_values"])}
+        if keep:
             self._budget[0] -= size
             self._cache = out
-        return out
 
 
 def split_accuracy(model, head: Head, split: CachedSplit, device, mixed_precision: str | None

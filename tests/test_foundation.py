@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import os
 
+import numpy as np
 import pytest
 import torch
 
@@ -345,3 +346,20 @@ def test_batched_head_equals_the_per_class_loop(tiny):
             e = e / e.norm(dim=-1, keepdim=True)
             rows.append(e.mean(0) / e.mean(0).norm())
     torch.testing.assert_close(head.weight, torch.stack(rows), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("size", [32, 224])
+def test_pixel_codec_decodes_to_the_processors_output_bit_for_bit(size):
+    from PIL import Image
+
+    from hfdistac.data import PixelCodec
+    from hfdistac.tiny import tiny_image_processor
+
+    rng = np.random.default_rng(size)
+    images = [Image.fromarray(rng.integers(0, 256, (int(rng.integers(20, 300)), int(rng.integers(20, 300)), 3),
+                                           dtype=np.uint8)) for _ in range(5)]
+    processor = tiny_image_processor(size)
+    codec = PixelCodec(processor)
+    encoded = codec.encode(images)
+    assert codec.compact and encoded.dtype == torch.uint8
+    assert torch.equal(codec.decode(encoded), processor(images=images, return_tensors="pt")["pixel_values"])

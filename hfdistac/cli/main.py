@@ -114,15 +114,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _StderrHandler(logging.Handler):
+    """Plain messages to the current ``sys.stderr`` (looked up at every record, so redirections apply)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            print(record.getMessage(), file=sys.stderr)
+        except Exception:  # noqa: BLE001 - logging must never fail a command
+            self.handleError(record)
+
+
 def _configure_logging(verbose: bool) -> None:
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     # What a long job will cost (e.g. merge's forward-pass count and time estimate) is always shown.
     progress = logging.getLogger("hfdistac.progress")
     progress.setLevel(logging.INFO)
     if not progress.handlers:
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        progress.addHandler(handler)
+        progress.addHandler(_StderrHandler())
         progress.propagate = False
     if not verbose:
         # The HF stack is chatty (load reports, per-split progress bars); our own bars show progress.

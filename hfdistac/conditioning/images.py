@@ -19,6 +19,9 @@ logger = logging.getLogger(__name__)
 class ImageStore:
     """Preprocessed images of a map-style dataset by example index, kept in memory after first use if they fit.
 
+    Kept as exact ``uint8`` crops (:class:`~hfdistac.data.PixelCodec`: a quarter of the memory of float pixels,
+    decoded bit for bit on every read).
+
     Args:
         dataset: A ``datasets.Dataset``.
         processor: The base model's image processor.
@@ -33,6 +36,9 @@ class ImageStore:
         self.images = dataset.select_columns([image_column])
         self.image_column = image_column
         self.processor = processor
+        from ..data import PixelCodec
+
+        self.codec = PixelCodec(processor)
         self.budget_bytes = budget_bytes
         self.num_examples = len(dataset)
         self._cache: torch.Tensor | None = None
@@ -40,15 +46,15 @@ class ImageStore:
         self._decided = False
 
     def process(self, indices: Sequence[int]) -> torch.Tensor:
-        """Decode and preprocess (no cache): ``pixel_values [len(indices), 3, H, W]``."""
+        """Decode and preprocess (no cache), encoded: ``[len(indices), 3, H, W]`` ``uint8`` crops."""
         from ..data import DatasetSpec, decode_rows
 
         spec = self.spec or DatasetSpec("<dataset>")
         images = decode_rows(self.images, indices, self.image_column, spec, self.split)
-        return self.processor(images=images, return_tensors="pt")["pixel_values"]
+        return self.codec.encode(images)
 
     def put(self, indices: Sequence[int], pixels: torch.Tensor) -> None:
-        """Remember preprocessed images (the first call decides whether the whole set fits the budget)."""
+        """Remember encoded images (:meth:`process`; the first call decides whether the whole set fits)."""
         if not self._decided:
             self._decided = True
             need = pixels[0].numel() * pixels.element_size() * self.num_examples
@@ -63,7 +69,11 @@ class ImageStore:
             self._have[idx] = True
 
     def __call__(self, indices: Sequence[int]) -> torch.Tensor:
-        """``pixel_values`` for the given example indices, from memory where possible."""
+        """``pixel_values`` (float32) for the given example indices, from memory where possible."""
+        return self.codec.decode(self.encoded(indices))
+
+    def encoded(self, indices: Sequence[int]) -> torch.Tensor:
+        """The encoded images of the given example indices, from memory where possible."""
         if self._cache is None:
             pixels = self.process(indices)
             self.put(indices, pixels)
@@ -98,14 +108,14 @@ def sharded_logits(classifier, store: ImageStore, indices: Sequence[int], batch_
     if num_workers > 0 and chunks:
         loader = torch.utils.data.DataLoader(_Preprocess(store, chunks), batch_size=None, num_workers=num_workers)
     else:
-        loader = (store(c) for c in chunks)
+        loader = (store.encoded(c) for c in chunks)
     was_training = classifier.training
     classifier.eval()
     outs = []
-    for chunk, pixels in zip(chunks, loader, strict=True):
-        store.put(chunk, pixels)
+    for chunk, encoded in zip(chunks, loader, strict=True):
+        store.put(chunk, encoded)
         with accelerator.autocast():
-            outs.append(classifier(pixels.to(accelerator.device)).float())
+            outs.append(classifier(store.codec.decode(encoded).to(accelerator.device)).float())
     classifier.train(was_training)
     local = torch.cat(outs) if outs else torch.zeros((0, num_classes), device=accelerator.device)
     if world == 1:

@@ -39,8 +39,9 @@ def samerging_params(config: MergeConfig) -> dict[str, Any]:
 def unlabeled_batches(config: MergeConfig, base, tasks, train_data: Mapping[str, Any], *, images: int,
                       batch_size: int, method: str) -> list[list[torch.Tensor]]:
     """Per task, ``images`` *unlabeled* images (labels are not even read) in batches of ``batch_size``, from a
-    seeded shuffle of the task's ``train_split``, preprocessed once and kept in memory. In several processes
-    (a ``torch.distributed`` group), every process takes its own shard."""
+    seeded shuffle of the task's ``train_split``, preprocessed once and kept in memory as exact ``uint8`` crops
+    (decode with ``PixelCodec(base.image_processor).decode``). In several processes (a ``torch.distributed``
+    group), every process takes its own shard."""
     rank, world = 0, 1
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
@@ -49,7 +50,7 @@ def unlabeled_batches(config: MergeConfig, base, tasks, train_data: Mapping[str,
         data = train_data[task.name]
         shuffled = dataclasses.replace(data, dataset=data.dataset.shuffle(seed=0)).shard(rank, world)
         loader = shuffled.loader(base.image_processor, batch_size, limit=images, num_workers=config.num_workers,
-                                 with_labels=False)
+                                 with_labels=False, compact=True)
         batches = [b["pixel_values"] for b in loader]
         if not batches:
             raise InputError(f"task {task.name!r}: the split {data.split!r} of {data.spec.reference!r} has no images "
@@ -69,8 +70,11 @@ def samerging_data(config: MergeConfig, base, theta0: Mapping[str, torch.Tensor]
     batches = unlabeled_batches(config, base, tasks, train_data, images=config.batches_per_task * config.sam_batch_size,
                                 batch_size=config.sam_batch_size, method="SAMerging")
     sam_tasks = [SAMergingTask(task.name, task.head, b) for task, b in zip(tasks, batches, strict=True)]
+    from ..data import PixelCodec
+
     return SAMergingData(base=theta0, vision_config=base.vision_config, tasks=sam_tasks, device=device,
-                         mixed_precision=config.mixed_precision, progress=config.progress)
+                         mixed_precision=config.mixed_precision, progress=config.progress,
+                         decode=PixelCodec(base.image_processor).decode)
 
 
 #: Images per batch when the unlabeled images of RegMean's Gram step go through a tower (FusionBench's 32).
@@ -83,8 +87,10 @@ def regmean_data(config: MergeConfig, base, merged: MergedModel, train_data: Map
 
     batches = unlabeled_batches(config, base, merged.tasks, train_data, images=config.regmean_examples,
                                 batch_size=REGMEAN_BATCH, method="RegMean")
+    from ..data import PixelCodec
+
     return RegMeanData(base=merged.theta0, vision_config=base.vision_config, batches=batches, device=merged.device,
-                       progress=config.progress)
+                       progress=config.progress, decode=PixelCodec(base.image_processor).decode)
 
 
 def _learned_summary(result: Mapping[str, Any]) -> dict[str, Any]:

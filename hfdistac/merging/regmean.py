@@ -73,6 +73,8 @@ class RegMeanData:
         batches: Per task (in task-vector order), preprocessed *unlabeled* pixel batches ``[B, C, H, W]``.
         device: Where the forward passes run.
         progress: Show progress bars.
+        decode: Turns a cached batch into ``pixel_values`` (e.g. :meth:`hfdistac.data.PixelCodec.decode`);
+            ``None``: the batches already are ``pixel_values``.
     """
 
     base: Mapping[str, torch.Tensor] = field(repr=False)
@@ -80,6 +82,11 @@ class RegMeanData:
     batches: list[list[torch.Tensor]] = field(repr=False)
     device: str | torch.device = "cpu"
     progress: bool = False
+    decode: Any = field(default=None, repr=False)
+
+    def pixels(self, batch: torch.Tensor) -> torch.Tensor:
+        """One cached batch as ``pixel_values`` on the device."""
+        return (self.decode(batch) if self.decode is not None else batch).to(self.device)
 
 
 @dataclass(frozen=True)
@@ -226,7 +233,7 @@ def compute_grams(task_vectors: TaskVectors, data: RegMeanData, scratch: str | P
         load_vision_weights(model, _weights_of(data.base, tv))
         hooks = _GramHooks(model, "vision_model.")  # transformers 5: the tower itself, keys unprefixed
         for pixels in data.batches[t]:
-            model(pixel_values=pixels.to(data.device))
+            model(pixel_values=data.pixels(pixels))
         grams = hooks.grams()
         if scratch is not None:
             from ..tensor_files import LazyTensors, save_safetensors
@@ -276,7 +283,7 @@ def regmean_plusplus_merge(task_vectors: TaskVectors, reduce_non_diagonal_ratio:
     model = build_vision_model(data.vision_config).to(data.device).eval()
     load_vision_weights(model, {k: data.base[k] + merged.get(k, torch.zeros(())) for k in data.base})
     vm = model  # transformers 5: CLIPVisionModel is the tower itself
-    hidden = [[vm.pre_layrnorm(vm.embeddings(p.to(data.device))) for p in batches] for batches in data.batches]
+    hidden = [[vm.pre_layrnorm(vm.embeddings(data.pixels(p))) for p in batches] for batches in data.batches]
     layers = vm.encoder.layers
     for i in tqdm(range(len(layers)), desc="RegMean++ blocks", unit="block", disable=not data.progress):
         prefix = f"vision_model.encoder.layers.{i}."

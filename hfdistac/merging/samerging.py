@@ -103,6 +103,8 @@ class SAMergingData:
         mixed_precision: Autocast of the forward passes: ``no``, ``bf16`` or ``fp16``.
         progress: Show a progress bar over the steps.
         seed: Seed of the batch order.
+        decode: Turns a cached batch into ``pixel_values`` (e.g. :meth:`hfdistac.data.PixelCodec.decode` for
+            batches kept as ``uint8`` crops); ``None``: the batches already are ``pixel_values``.
     """
 
     base: Mapping[str, torch.Tensor] = field(repr=False)
@@ -112,6 +114,7 @@ class SAMergingData:
     mixed_precision: str = "no"
     progress: bool = False
     seed: int = 0
+    decode: Any = field(default=None, repr=False)
 
 
 # ------------------------------------------------------------------------------------------------ params
@@ -278,6 +281,7 @@ class CoefficientObjective:
                                  "its train split is empty: check the recipe's train_split")
             self.batches.append(_rebatch(t.batches, batch_size, batches_per_task))
         self.teacher_logits: list[list[torch.Tensor]] | None = None
+        self.decode = data.decode or (lambda x: x)
 
     @property
     def num_tasks(self) -> int:
@@ -309,8 +313,8 @@ class CoefficientObjective:
         self.teacher_logits = []
         for t in range(self.num_tasks):
             teacher = [b + s[t] for b, s in zip(self.base, self.stacked, strict=True)]
-            self.teacher_logits.append([self.heads[t].logits(self._forward(teacher, x.to(self.device))).float()
-                                        for x in self.batches[t]])
+            self.teacher_logits.append([self.heads[t].logits(self._forward(teacher, self.decode(x).to(self.device)))
+                                        .float() for x in self.batches[t]])
             del teacher  # the expert's weights exist only inside this loop
 
     # -- objective
@@ -322,7 +326,7 @@ class CoefficientObjective:
             if self.teacher_logits is None:
                 raise RuntimeError("call cache_teacher_logits() before the kd objective")
             targets = [self.teacher_logits[t][i] for t, i in enumerate(indices)]
-        pixels = torch.cat(xs).to(self.device, non_blocking=True)
+        pixels = self.decode(torch.cat(xs)).to(self.device, non_blocking=True)
         return pixels, [x.shape[0] for x in xs], targets
 
     def loss_from_weights(self, flat_weights: Sequence[torch.Tensor], pixels: torch.Tensor, sizes: Sequence[int],
