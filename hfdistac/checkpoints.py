@@ -228,11 +228,28 @@ class BaseModel:
     image_processor: Any
     vision_config: Any
     card: dict = field(default_factory=dict)
+    _shapes: dict | None = field(default=None, repr=False)
 
     @property
     def weights(self) -> Weights:
-        """θ₀ in canonical keys (fp32 copies)."""
+        """θ₀ in canonical keys (fp32 copies: call once and keep the result)."""
+        if self.clip is None:
+            raise RuntimeError("the base model's CLIPModel was released (release_text_tower); keep θ₀ before that")
         return vision_state(self.clip.vision_model)
+
+    @property
+    def parameter_shapes(self) -> dict[str, torch.Tensor]:
+        """θ₀'s parameters as shape-only (``meta``) tensors in canonical keys; kept after :meth:`release_text_tower`."""
+        if self._shapes is None:
+            self._shapes = {VISION_PREFIX + k: torch.empty(p.shape, device="meta")
+                            for k, p in self.clip.vision_model.named_parameters()}
+        return self._shapes
+
+    def release_text_tower(self) -> None:
+        """Drop the full ``CLIPModel`` (text tower, projections, the vision tower's copy) once the heads are
+        built and θ₀ is kept elsewhere: at ViT-B/32 that frees ~600 MB."""
+        self.parameter_shapes  # noqa: B018 - kept for the compatibility checks
+        self.clip = None
 
     def vision_model(self):
         """A fresh ``CLIPVisionModel`` holding θ₀."""
@@ -301,7 +318,7 @@ def check_against_base(base: BaseModel, model: FinetunedModel) -> None:
     """Raise :class:`CheckpointError` when a fine-tuned tower does not match its base (config or shapes)."""
     names = (f"base {base.resolved.reference!r}", f"model {model.resolved.reference!r}")
     check_configs_match(base.vision_config, model.config, names)
-    base_shapes = {VISION_PREFIX + k: p for k, p in base.clip.vision_model.named_parameters()}
+    base_shapes = base.parameter_shapes
     check_compatible(base_shapes, model.weights, names)
 
 

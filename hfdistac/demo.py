@@ -241,6 +241,7 @@ def kappa_sweep(root: Path, recipe_path: Path, diagnosis: dict, config: DemoConf
     kappa_star = long["recommendation"]["kappa"]
     grid = config.kappa_grid or [0.25, 0.5, 1.0, 2.0, 4.0]
     base = load_base(diagnosis["base"])
+    theta0 = base.weights
     from .recipe import load_recipe
 
     recipe = load_recipe(recipe_path)
@@ -257,7 +258,7 @@ def kappa_sweep(root: Path, recipe_path: Path, diagnosis: dict, config: DemoConf
                 factor = kappa_star * mult if mode == "shrink long" else 1.0 / (kappa_star * mult)
                 d = work / f"{mode.split()[0]}-{mult:g}" / t.name
                 if not (d / "task_vector.safetensors").is_file():
-                    tv, _ = task_vector_for(t.model, base, d.parent, f"_{t.name}_raw")
+                    tv, _ = task_vector_for(t.model, base, d.parent, f"_{t.name}_raw", theta0)
                     d.mkdir(parents=True, exist_ok=True)
                     save_task_vector(tv.scaled(factor), d / "task_vector.safetensors",
                                      {"base": base.resolved.reference, "base_revision": base.resolved.revision,

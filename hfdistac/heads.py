@@ -107,13 +107,19 @@ def build_head(clip_model, tokenizer, class_names: list[str], templates: list[st
     # per class: 397 classes x 2 templates of SUN397 took minutes on CPU); the embeddings are then averaged
     # per class. Padding is per batch; masked positions do not change a prompt's embedding.
     prompts = [t.format(c=name) for name in class_names for t in templates]
+    # Batches of prompts of similar token length, so little of each batch is padding; results go back in order.
+    lengths = [len(ids) for ids in tokenizer(prompts, truncation=True, max_length=max_len)["input_ids"]]
+    order = sorted(range(len(prompts)), key=lambda i: lengths[i])
     embs = []
     for i in range(0, len(prompts), batch_size):
-        enc = tokenizer(prompts[i:i + batch_size], padding=True, truncation=True, max_length=max_len,
-                        return_tensors="pt").to(device)
+        chunk = [prompts[j] for j in order[i:i + batch_size]]
+        enc = tokenizer(chunk, padding=True, truncation=True, max_length=max_len, return_tensors="pt").to(device)
         out = clip_model.get_text_features(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"])
         e = out if isinstance(out, torch.Tensor) else out.pooler_output
         embs.append(e.float())
+    sorted_embs = torch.cat(embs)
+    embs = [torch.empty_like(sorted_embs)]
+    embs[0][torch.as_tensor(order)] = sorted_embs
     e = torch.cat(embs)
     e = e / e.norm(dim=-1, keepdim=True)
     mean = e.view(len(class_names), len(templates), -1).mean(dim=1)

@@ -41,6 +41,7 @@ class Inputs:
     templates: list[str] | None
     output: Path
     checkpoint_dir: Path
+    tau_layer_norms: dict | None = None  # per-layer norms of τ, kept when τ itself is freed
 
 
 def from_recipe(config: ConditionConfig) -> tuple[ConditionConfig, list[str] | None]:

@@ -154,6 +154,7 @@ def _set_up(inputs: Inputs, accelerator) -> _Setup:
     set_seed(cfg.seed)
     with accelerator.main_process_first():  # one process builds and caches the head, the others read it
         head = head_for_task(inputs.base, inputs.train, templates=inputs.templates)
+    inputs.base.release_text_tower()  # θ₀ is in inputs.theta0; the text tower was needed for the head only
     if inputs.eval is not None:
         check_head_matches(head, inputs.eval)
     budget = cfg.cache_images_gb * 2**30
@@ -165,6 +166,7 @@ def _set_up(inputs: Inputs, accelerator) -> _Setup:
     vcfg = inputs.base.vision_config
     teacher = ZeroShotClassifier(build_vision_model(vcfg, inputs.source.weights), head).to(accelerator.device)
     teacher.requires_grad_(False).eval()
+    inputs.source.weights = {}  # the teacher holds θ_t now
     teacher_metrics = evaluate(teacher, head.num_classes)
     preset, kappa, t_tcr, t_stu, diagnosis = choose_preset(cfg, inputs.norm, inputs.reference_norms,
                                                            teacher_metrics, head.num_classes)
@@ -176,6 +178,9 @@ def _set_up(inputs: Inputs, accelerator) -> _Setup:
 
     # Student θ_init = θ₀ + κτ; the anchor is the same point, paired by parameter name.
     theta_init = apply_task_vector(inputs.theta0, inputs.tau, kappa)
+    from ..task_vectors import per_layer_norms
+
+    inputs.tau_layer_norms, inputs.tau = per_layer_norms(inputs.tau), None  # τ is not needed any more
     student = ZeroShotClassifier(build_vision_model(vcfg, theta_init), head)
     rescaled_metrics = evaluate(student.to(accelerator.device), head.num_classes)
     names = [f"vision_model.{k}" for k, _ in student.vision_model.named_parameters()]
@@ -368,13 +373,17 @@ def _finish(setup: _Setup, trained: dict[str, Any], inputs: Inputs, accelerator)
     from .outputs import build_report, write_output
 
     student = trained["student"]
+    accelerator.free_memory()  # the optimizer's moments (2 copies of the tower) and gradients are not needed now
+    cached = setup.teacher_logits is not None
+    setup.anchor = setup.teacher_logits = setup.teacher = None
     student.eval()
     final_metrics = setup.evaluate(accelerator.unwrap_model(student), setup.num_classes)
     ranks = accelerator.gather(torch.tensor([accelerator.process_index], device=accelerator.device)).cpu().tolist()
-    theta = {n: p.detach().float().cpu().clone() for n, p in trained["params_by_name"].items()}
+    # the trained parameters themselves (a CPU copy only when they live on a GPU)
+    theta = {n: p.detach().float().cpu() for n, p in trained["params_by_name"].items()}
     metrics = {**setup.metrics, "after": final_metrics}
     report = build_report(inputs, setup.config, setup.kappa, setup.target_norm, theta, metrics, trained["history"],
-                          setup.diagnosis, ranks, setup.accumulation, setup.teacher_logits is not None,
+                          setup.diagnosis, ranks, setup.accumulation, cached,
                           trained["projected_steps"] if setup.radius is not None else None)
     check_result(report, setup.config)
     ratio = report["norm_after_over_target"]

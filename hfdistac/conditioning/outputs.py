@@ -98,14 +98,14 @@ def write_output(inputs: Inputs, resolved: ConditionConfig, report: dict, theta:
         "steps": str(resolved.steps), "lr": repr(resolved.lr), "preset": str(resolved.preset),
     }
     tau_prime = TaskVector({k: theta[k] - inputs.theta0[k] for k in theta}, provenance)
-    rescaled_tau = {k: kappa * v for k, v in inputs.tau.items()}
+    tau_norms = inputs.tau_layer_norms["by_block"]
     with atomic_output_dir(inputs.output, resolved.overwrite) as tmp:
         save_vision_checkpoint(tmp, inputs.base.vision_config, theta, provenance)
         save_task_vector(tau_prime, tmp / "task_vector.safetensors")
         write_json(tmp / "report.json", report)
         write_json(tmp / "hfdistac_config.json", {"command": "condition", **resolved.to_dict()})
-        plots = [per_layer_norms_plot({"τ (teacher)": per_layer_norms(inputs.tau)["by_block"],
-                                       f"κτ (κ={kappa:.3g})": per_layer_norms(rescaled_tau)["by_block"],
+        plots = [per_layer_norms_plot({"τ (teacher)": tau_norms,
+                                       f"κτ (κ={kappa:.3g})": {k: kappa * v for k, v in tau_norms.items()},
                                        "τ′ (DisTaC)": per_layer_norms(tau_prime)["by_block"]},
                                       tmp / "per_layer_norms.png", title="Task-vector norm per layer")]
         if report["history"]:

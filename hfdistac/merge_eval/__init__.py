@@ -26,7 +26,7 @@ _EXPORTS = {
     "load_task_data": "scoring", "reference_rows": "scoring",
     "merge_with": "methods", "samerging_data": "methods", "samerging_params": "methods",
     "select_alpha": "selection",
-    "merge_card": "outputs", "results_table": "outputs", "write_coefficients": "outputs", "write_outputs": "outputs",
+    "merge_card": "outputs", "results_table": "outputs", "write_coefficients": "outputs", "OutputWriter": "outputs",
     "run_merge": "pipeline",
 }
 

@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from .config import MergeConfig
 
 
@@ -43,49 +45,84 @@ def results_table(report: dict) -> str:
     return text
 
 
-def write_outputs(config: MergeConfig, report: dict, recipe, base, merged: dict, tasks, sources,
-                   learned: Mapping[str, dict] | None = None) -> None:
-    import yaml
+class OutputWriter:
+    """Writes a merge's outputs as it goes: each method's directory right after that method is evaluated (so
+    its merged task vector can be freed before the next method runs), the top-level files at the end; all in one
+    temporary directory renamed into place when the run succeeds (:func:`~hfdistac.outputs.atomic_output_dir`).
 
-    from ..checkpoints import save_vision_checkpoint
-    from ..heads import Head, save_head
-    from ..outputs import atomic_output_dir, write_json
+    Args:
+        config: The run's :class:`MergeConfig`; nothing is written without ``config.output``.
+        recipe: The resolved recipe.
+        base: The recipe's base model (config, reference, revision).
+        tasks: The evaluation tasks (their heads are saved calibrated with ``--calibrate``).
+        sources: The task vectors' provenance.
+    """
 
-    with atomic_output_dir(config.output, config.overwrite) as root:
-        many = len(report["results"]) > 1
-        for res in report["results"]:
-            d = root / res["method"] if many else root
-            d.mkdir(parents=True, exist_ok=True)
-            weights = {k: (v + res["alpha"] * merged[res["method"]][k]) for k, v in base.weights.items()}
-            meta = {"base": base.resolved.reference, "base_revision": base.resolved.revision,
-                    "method": res["method"], "alpha": repr(res["alpha"]),
-                    "params": json.dumps(res["params"], default=str),
-                    "sources": json.dumps([{"name": s.name, "reference": s.reference, "revision": s.revision}
-                                           for s in sources])}
-            save_vision_checkpoint(d, base.vision_config, weights, meta)
-            if learned and res["method"] in learned:
-                write_coefficients(d, learned[res["method"]], title=f"{res['pretty_name']} coefficients")
-            single = {k: v for k, v in report.items() if k not in ("results", "table_markdown")}
-            single.update(res)
-            single["results"] = [res]
-            single["table_markdown"] = results_table(single) if "tasks" in res else ""
-            write_json(d / "report.json", single)
-            (d / "results.md").write_text(single["table_markdown"] + "\n")
-            (d / "recipe.yaml").write_text(yaml.safe_dump(recipe.to_dict(), sort_keys=False))
-            write_json(d / "hfdistac_config.json", config.to_dict())
-            if "temperatures" in res:
-                for task in tasks:
-                    h: Head = task.head
-                    calibrated = Head(h.weight, h.projection, h.logit_scale, h.class_names, h.templates,
-                                      res["temperatures"][task.name])
-                    (d / "heads").mkdir(exist_ok=True)
-                    save_head(calibrated, d / "heads" / f"{task.name}.safetensors")
-            (d / "README.md").write_text(merge_card(single))
-        if many:
-            write_json(root / "report.json", {k: v for k, v in report.items()})
-            (root / "results.md").write_text(report["table_markdown"] + "\n")
-            (root / "recipe.yaml").write_text(yaml.safe_dump(recipe.to_dict(), sort_keys=False))
-            write_json(root / "hfdistac_config.json", config.to_dict())
+    def __init__(self, config: MergeConfig, recipe, base, tasks, sources):
+        self.config, self.recipe, self.base, self.tasks, self.sources = config, recipe, base, tasks, sources
+        self.many = config.method == "all"
+        self._context = None
+        self.root: Path | None = None
+
+    def __enter__(self) -> OutputWriter:
+        from ..outputs import atomic_output_dir
+
+        if self.config.output:
+            self._context = atomic_output_dir(self.config.output, self.config.overwrite)
+            self.root = self._context.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> bool:
+        return bool(self._context is not None and self._context.__exit__(*exc))
+
+    def method(self, report: dict, res: dict, weights: Mapping[str, torch.Tensor], learned: dict | None) -> None:
+        """One method's directory: merged tower, report, table, recipe, config, calibrated heads, card."""
+        import yaml
+
+        from ..checkpoints import save_vision_checkpoint
+        from ..heads import Head, save_head
+        from ..outputs import write_json
+
+        if self.root is None:
+            return
+        d = self.root / res["method"] if self.many else self.root
+        d.mkdir(parents=True, exist_ok=True)
+        meta = {"base": self.base.resolved.reference, "base_revision": self.base.resolved.revision,
+                "method": res["method"], "alpha": repr(res["alpha"]), "params": json.dumps(res["params"], default=str),
+                "sources": json.dumps([{"name": s.name, "reference": s.reference, "revision": s.revision}
+                                       for s in self.sources])}
+        save_vision_checkpoint(d, self.base.vision_config, weights, meta)
+        if learned:
+            write_coefficients(d, learned, title=f"{res['pretty_name']} coefficients")
+        single = {k: v for k, v in report.items() if k not in ("results", "table_markdown")}
+        single.update(res)
+        single["results"] = [res]
+        single["table_markdown"] = results_table(single) if "tasks" in res else ""
+        write_json(d / "report.json", single)
+        (d / "results.md").write_text(single["table_markdown"] + "\n")
+        (d / "recipe.yaml").write_text(yaml.safe_dump(self.recipe.to_dict(), sort_keys=False))
+        write_json(d / "hfdistac_config.json", self.config.to_dict())
+        if "temperatures" in res:
+            for task in self.tasks:
+                h: Head = task.head
+                calibrated = Head(h.weight, h.projection, h.logit_scale, h.class_names, h.templates,
+                                  res["temperatures"][task.name])
+                (d / "heads").mkdir(exist_ok=True)
+                save_head(calibrated, d / "heads" / f"{task.name}.safetensors")
+        (d / "README.md").write_text(merge_card(single))
+
+    def finish(self, report: dict) -> None:
+        """The top-level report, table, recipe and config of a ``--method all`` run."""
+        import yaml
+
+        from ..outputs import write_json
+
+        if self.root is None or not self.many:
+            return
+        write_json(self.root / "report.json", dict(report))
+        (self.root / "results.md").write_text(report["table_markdown"] + "\n")
+        (self.root / "recipe.yaml").write_text(yaml.safe_dump(self.recipe.to_dict(), sort_keys=False))
+        write_json(self.root / "hfdistac_config.json", self.config.to_dict())
 
 
 def merge_card(report: dict) -> str:

@@ -8,7 +8,8 @@
 4. select α on validation — :func:`~.selection.select_alpha`;
 5. evaluate on test — :func:`~.scoring.evaluate_on_test`;
 6. calibrate (``--calibrate``) — :func:`~.scoring.calibrate`;
-7. write the outputs and cards — :func:`~.outputs.write_outputs`; push them (``--push-to``).
+7. write each method's output and card as soon as it is evaluated — :class:`~.outputs.OutputWriter`; push them
+   (``--push-to``).
 """
 
 from __future__ import annotations
@@ -69,43 +70,46 @@ def run_merge(config: MergeConfig) -> dict:
 
 
 def _merge_and_evaluate(config: MergeConfig, recipe, base, device, scratch: Path) -> dict[str, Any]:
-    """Stages 1–7 (the push aside) inside the run's scratch folder; returns the report."""
+    """Stages 1–7 (the push aside) inside the run's scratch folder; returns the report.
+
+    Memory: θ₀ is held once (the base's text tower is dropped once the heads exist), the task vectors stay on
+    disk, and each method's merged task vector is written out and freed before the next method runs.
+    """
     from ..merging import MERGE_METHODS
     from .methods import merge_with
-    from .outputs import results_table, write_outputs
+    from .outputs import OutputWriter, results_table
     from .plan import announce, estimate
     from .scoring import MergedModel, calibrate, evaluate_on_test, load_task_data, reference_rows
     from .selection import select_alpha
     from .sources import build_task_vectors
 
     methods = config.methods
+    theta0 = base.weights
     tasks, train_data = load_task_data(recipe, base, config, methods)  # 1
+    base.release_text_tower()  # the heads are built: only θ₀, the processor and the config are needed now
     total = announce(config, methods, tasks) if not config.weights_only else None
-    tvs, sources = build_task_vectors(recipe, base, scratch, progress=config.progress)  # 2
-    merged = MergedModel(base, tasks, device, config.mixed_precision)
+    tvs, sources = build_task_vectors(recipe, base, theta0, scratch, progress=config.progress)  # 2
+    merged = MergedModel(base.vision_config, theta0, tasks, device, config.mixed_precision)
     report = _new_report(recipe, base, sources)
     normalizers = {"validation": {}, "test": {}}
     if not config.weights_only:
         normalizers = reference_rows(merged, base, report, progress=config.progress)
         estimate(total, report["zero_shot"]["eval_images"], report["zero_shot"]["eval_seconds"])
-    taus: dict[str, Any] = {}
-    learned: dict[str, dict] = {}
-    for name in methods:
-        tau, res, result = merge_with(name, tvs, config, merged, base, train_data, scratch)  # 3
-        taus[name] = tau
-        if result is not None:
-            learned[name] = result
-        res.update(select_alpha(tau, uses_alpha=MERGE_METHODS[name].uses_alpha, fixed=config.alpha,  # 4
-                                grid=config.alpha_grid, merged=merged, normalizers=normalizers["validation"],
-                                label=f"{name}: alpha search", progress=config.progress))
-        if not config.weights_only:
+    with OutputWriter(config, recipe, base, tasks, sources) as writer:
+        for name in methods:
+            tau, res, learned = merge_with(name, tvs, config, merged, base, train_data, scratch)  # 3
+            res.update(select_alpha(tau, uses_alpha=MERGE_METHODS[name].uses_alpha, fixed=config.alpha,  # 4
+                                    grid=config.alpha_grid, merged=merged, normalizers=normalizers["validation"],
+                                    label=f"{name}: alpha search", progress=config.progress))
             merged.set_weights(tau, res["alpha"])
-            scores, test_logits = evaluate_on_test(merged, normalizers["test"])  # 5
-            res.update(scores)
-            if config.calibrate:
-                calibrate(merged, res, test_logits)  # 6
-        report["results"].append(res)
-    report["table_markdown"] = results_table(report) if not config.weights_only else ""
-    if config.output:
-        write_outputs(config, report, recipe, base, taus, tasks, sources, learned)  # 7
+            if not config.weights_only:
+                scores, test_logits = evaluate_on_test(merged, normalizers["test"])  # 5
+                res.update(scores)
+                if config.calibrate:
+                    calibrate(merged, res, test_logits)  # 6
+            report["results"].append(res)
+            writer.method(report, res, merged.current_weights(), learned)  # 7
+            del tau, learned
+        report["table_markdown"] = results_table(report) if not config.weights_only else ""
+        writer.finish(report)
     return report

@@ -85,18 +85,20 @@ class MergedModel:
     """One vision tower, its weights set to θ₀ + α·τ, evaluated with every task's head.
 
     Args:
-        base: The recipe's :class:`~hfdistac.checkpoints.BaseModel`.
+        vision_config: The ``CLIPVisionConfig`` of the base.
+        theta0: θ₀ in canonical keys.
         tasks: The :class:`EvalTask` s.
         device: Where to evaluate.
         mixed_precision: Autocast of the forward passes (``no``, ``bf16``, ``fp16``).
     """
 
-    def __init__(self, base, tasks: list[EvalTask], device: torch.device, mixed_precision: str):
+    def __init__(self, vision_config, theta0: Mapping[str, torch.Tensor], tasks: list[EvalTask], device: torch.device,
+                 mixed_precision: str):
         from ..checkpoints import build_vision_model
 
-        self.theta0 = base.weights
+        self.theta0 = theta0
         self.tasks, self.device, self.mixed_precision = tasks, device, mixed_precision
-        self.model = build_vision_model(base.vision_config, self.theta0).to(device)
+        self.model = build_vision_model(vision_config, self.theta0).to(device)
 
     def set_weights(self, tau: Mapping[str, torch.Tensor] | None, alpha: float) -> None:
         """θ = θ₀ + α·τ (θ₀ when ``tau`` is ``None`` or α = 0)."""
@@ -110,6 +112,12 @@ class MergedModel:
                     p.copy_(base)
                 else:
                     p.copy_(base + alpha * tau[k].to(base.dtype))
+
+    def current_weights(self) -> dict[str, torch.Tensor]:
+        """The tower's current weights in canonical keys (the parameters themselves, on the CPU; no copy there)."""
+        from ..checkpoints import VISION_PREFIX
+
+        return {VISION_PREFIX + k: p.detach().cpu() for k, p in self.model.named_parameters()}
 
     def accuracy(self, task: EvalTask, split: CachedSplit) -> tuple[float, torch.Tensor, torch.Tensor]:
         """``(accuracy %, logits, labels)`` of the current weights on one task's split."""

@@ -26,7 +26,7 @@ class TaskSource:
     norm: float
 
 
-def task_vector_for(reference: str, base, scratch: Path, name: str):
+def task_vector_for(reference: str, base, scratch: Path, name: str, theta0=None):
     """The task vector of one recipe task (lazy, on disk) and its provenance.
 
     A directory holding ``task_vector.safetensors`` (an ``hfdistac condition`` output, local or pulled from the
@@ -37,6 +37,7 @@ def task_vector_for(reference: str, base, scratch: Path, name: str):
         base: The recipe's :class:`~hfdistac.checkpoints.BaseModel`.
         scratch: Folder for the task vector's safetensors file.
         name: The task's name (the file's stem).
+        theta0: θ₀ in canonical keys, when the caller holds it already (default: ``base.weights``).
 
     Returns:
         ``(lazy TaskVector, TaskSource)``.
@@ -45,6 +46,7 @@ def task_vector_for(reference: str, base, scratch: Path, name: str):
     from ..hub import resolve_model
     from ..task_vectors import check_compatible, compute_task_vector, load_task_vector
 
+    theta0 = base.weights if theta0 is None else theta0
     resolved = resolve_model(reference)
     tv_file = resolved.local_dir / "task_vector.safetensors"
     path = scratch / f"{name}.safetensors"
@@ -56,26 +58,30 @@ def task_vector_for(reference: str, base, scratch: Path, name: str):
                 f"task vector of {reference!r} was computed against base revision {rec_base}, but the recipe's "
                 f"base {base.resolved.reference!r} is at {base.resolved.revision}",
                 "use the base the vector was conditioned from (see its card), or recompute it")
-        base_shapes = {k: v for k, v in base.weights.items()}
-        check_compatible(base_shapes, {k: tv[k] for k in tv}, (f"base {base.resolved.reference!r}",
-                                                                f"task vector {reference!r}"))
+        import torch
+
+        from ..merging.primitives import tensor_shapes
+
+        # keys and shapes from the file's header: no tensor data is read to check them
+        header = {k: torch.empty(shape, device="meta") for k, shape in tensor_shapes(tv).items()}
+        check_compatible(theta0, header, (f"base {base.resolved.reference!r}", f"task vector {reference!r}"))
         return tv, TaskSource(name, reference, resolved.revision, True, "", tv.norm())
     ft = load_finetuned(reference)
     check_against_base(base, ft)
-    tv = compute_task_vector(base.weights, ft.weights, {"source": reference, "source_revision": resolved.revision})
+    tv = compute_task_vector(theta0, ft.weights, {"source": reference, "source_revision": resolved.revision})
     tv.save(path)
     del ft, tv
     lazy = load_task_vector(path)
     return lazy, TaskSource(name, reference, resolved.revision, False, "", lazy.norm())
 
 
-def build_task_vectors(recipe, base, scratch: Path, *, progress: bool = True) -> tuple[list, list[TaskSource]]:
+def build_task_vectors(recipe, base, theta0, scratch: Path, *, progress: bool = True) -> tuple[list, list[TaskSource]]:
     """Stage 2: the lazy task vector and the provenance of every task of the recipe, in recipe order."""
     from tqdm.auto import tqdm
 
     tvs, sources = [], []
     for t in tqdm(recipe.tasks, desc="task vectors", disable=not progress, unit="task"):
-        tv, src = task_vector_for(t.model, base, scratch, t.name)
+        tv, src = task_vector_for(t.model, base, scratch, t.name, theta0)
         src.normalizer = t.normalizer or t.model
         tvs.append(tv)
         sources.append(src)

@@ -33,7 +33,7 @@ TaskVectors = Sequence[Mapping[str, torch.Tensor]]
 # --------------------------------------------------------------------------------------------------------
 
 
-def _shapes(task_vector: Mapping[str, torch.Tensor]) -> dict[str, tuple[int, ...]]:
+def tensor_shapes(task_vector: Mapping[str, torch.Tensor]) -> dict[str, tuple[int, ...]]:
     """Shape of every tensor; read from the safetensors header for a lazy TaskVector (no tensor data)."""
     from ..task_vectors import TaskVector
 
@@ -84,9 +84,9 @@ def check_task_vectors(task_vectors: TaskVectors) -> list[str]:
             raise InputError(f"task vectors 0 and {t} have different parameters: first differing key "
                              f"{extra!r} is only in task vector {t}",
                              "all task vectors must come from the same architecture")
-    ref = _shapes(task_vectors[0])
+    ref = tensor_shapes(task_vectors[0])
     for t in range(1, len(task_vectors)):
-        shapes = _shapes(task_vectors[t])
+        shapes = tensor_shapes(task_vectors[t])
         for k in keys:
             if shapes[k] != ref[k]:
                 raise InputError(f"task vectors 0 and {t} differ in shape at first differing key {k!r}: "
