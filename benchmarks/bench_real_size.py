@@ -362,6 +362,12 @@ def child(stage: str, a: argparse.Namespace) -> None:
 
     if a.threads > 0:
         torch.set_num_threads(a.threads)
+    try:  # as the command line does (hfdistac.runtime.release_freed_memory)
+        from hfdistac.runtime import release_freed_memory
+
+        release_freed_memory()
+    except ImportError:  # an older build (--repo) has no such module
+        pass
     w = Path(a.workdir)
     fn = {"load": stage_load, "heads": stage_heads, "eval": stage_eval, "kd": stage_kd, "condition": stage_condition,
           "merge": stage_merge, "samerging": lambda w: stage_merge(w, "samerging"),

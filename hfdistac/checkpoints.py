@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -165,6 +166,55 @@ def read_vision_weights(directory: Path, dtype: torch.dtype | None = torch.float
     return out
 
 
+class LazyVisionWeights(Mapping[str, torch.Tensor]):
+    """A checkpoint's vision-tower parameters, read from its safetensors files one tensor at a time on access.
+
+    Keys are canonical (``vision_model.*``) and values float32, as :func:`read_vision_weights` gives them, but
+    nothing is held in memory: a 350 MB tower costs one tensor at a time. Each tensor read is checked for
+    NaN/Inf. Use it for weights that are needed rarely (θ₀ for norms and for writing τ′).
+
+    Args:
+        directory: A checkpoint directory (any supported layout).
+    """
+
+    def __init__(self, directory: str | Path):
+        self.directory = Path(directory)
+        self._where: dict[str, tuple[Path, str]] = {}
+        self._shapes: dict[str, tuple[int, ...]] = {}
+        for path in weight_files(self.directory):
+            with safe_open_checked(path) as f:
+                for key in f.keys():
+                    ck = canonical_vision_key(key)
+                    if ck is None:
+                        continue
+                    sl = f.get_slice(key)
+                    if not str(sl.get_dtype()).startswith(("F", "BF")):  # floating-point parameters only
+                        continue
+                    if ck in self._where:
+                        raise CheckpointError(f"{str(self.directory)!r} holds the tensor {ck!r} twice")
+                    self._where[ck] = (path, key)
+                    self._shapes[ck] = tuple(sl.get_shape())
+        if not self._where:
+            raise CheckpointError(f"{str(self.directory)!r} has no CLIP vision-tower weights")
+
+    def __getitem__(self, key: str) -> torch.Tensor:
+        path, name = self._where[key]
+        with safe_open_checked(path) as f:
+            t = read_tensor(f, name, path).to(torch.float32)
+        check_finite([(key, t)], f"the model in {str(self.directory)!r}")
+        return t
+
+    def __iter__(self):
+        return iter(self._where)
+
+    def __len__(self) -> int:
+        return len(self._where)
+
+    def shapes(self) -> dict[str, torch.Tensor]:
+        """Shape-only (``meta``) tensors of every parameter, for compatibility checks without reading data."""
+        return {k: torch.empty(s, device="meta") for k, s in self._shapes.items()}
+
+
 def build_vision_model(vcfg, weights: Weights | None = None):
     """A ``CLIPVisionModel`` from a config and (optionally) canonical weights, loaded strictly."""
     from transformers import CLIPVisionModel
@@ -256,19 +306,20 @@ class BaseModel:
         return build_vision_model(self.vision_config, self.weights)
 
 
-def load_finetuned(reference: str, *, token: str | None = None) -> FinetunedModel:
+def load_finetuned(reference: str, *, token: str | None = None, lazy: bool = False) -> FinetunedModel:
     """Resolve and read a fine-tuned CLIP vision tower.
 
     Args:
         reference: ``repo_id[@revision]`` or a local directory.
         token: Hub token (default: the standard HF auth).
+        lazy: Read the weights tensor by tensor on access (:class:`LazyVisionWeights`) instead of all at once.
     """
     from .hub import read_card_metadata, require_safetensors, resolve_model
 
     resolved = resolve_model(reference, token=token)
     require_safetensors(resolved)  # a pickle-only Hub repo has no weights downloaded: say why
     cfg = vision_config(resolved.local_dir)
-    weights = read_vision_weights(resolved.local_dir)
+    weights = LazyVisionWeights(resolved.local_dir) if lazy else read_vision_weights(resolved.local_dir)
     return FinetunedModel(resolved, cfg, weights, read_card_metadata(resolved))
 
 
@@ -318,8 +369,8 @@ def check_against_base(base: BaseModel, model: FinetunedModel) -> None:
     """Raise :class:`CheckpointError` when a fine-tuned tower does not match its base (config or shapes)."""
     names = (f"base {base.resolved.reference!r}", f"model {model.resolved.reference!r}")
     check_configs_match(base.vision_config, model.config, names)
-    base_shapes = base.parameter_shapes
-    check_compatible(base_shapes, model.weights, names)
+    weights = model.weights.shapes() if isinstance(model.weights, LazyVisionWeights) else model.weights
+    check_compatible(base.parameter_shapes, weights, names)
 
 
 def save_vision_checkpoint(directory: Path, vcfg, weights: Weights, metadata: dict[str, str] | None = None) -> None:

@@ -118,6 +118,33 @@ def compute_task_vector(base: Mapping[str, torch.Tensor], finetuned: Mapping[str
     return TaskVector(out, metadata)
 
 
+class TaskVectorView(Mapping[str, torch.Tensor]):
+    """τ = θ_ft − θ₀ computed tensor by tensor on access (nothing stored), keys in θ₀'s order.
+
+    Gives the same tensors as :func:`compute_task_vector` (``θ_ft[k].float() − θ₀[k].float()``) without holding a
+    third copy of the tower; ``θ₀`` may itself be lazy (:class:`~hfdistac.checkpoints.LazyVisionWeights`).
+
+    Args:
+        base: θ₀.
+        finetuned: θ_ft, same keys and shapes (checked by the caller).
+        keys: The key order (default: ``base``'s).
+    """
+
+    def __init__(self, base: Mapping[str, torch.Tensor], finetuned: Mapping[str, torch.Tensor],
+                 keys: list[str] | None = None):
+        self.base, self.finetuned = base, finetuned
+        self._keys = list(keys if keys is not None else base)
+
+    def __getitem__(self, key: str) -> torch.Tensor:
+        return self.finetuned[key].float() - self.base[key].float()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._keys)
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+
 def check_compatible(base: Mapping[str, torch.Tensor], other: Mapping[str, torch.Tensor],
                      what: tuple[str, str] = ("base", "fine-tuned")) -> None:
     """Raise :class:`CheckpointError` if the two weight sets differ in keys or shapes (never silently)."""

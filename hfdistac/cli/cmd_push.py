@@ -52,4 +52,5 @@ COMMAND = Command(
       hfdistac push merged/tsvm user/clip-vit-b32-merged --create-pr --commit-message "TSVM merge, 8 tasks\"""",
     PushConfig,
     _run,
+    uses_torch=False,
 )

@@ -30,6 +30,7 @@ class Command:
     examples: str
     config_cls: type
     run: Callable[[object], int]
+    uses_torch: bool = True
 
 
 def _cmd_inspect(cfg) -> int:
@@ -110,6 +111,10 @@ def build_parser() -> argparse.ArgumentParser:
         add_dataclass_arguments(p, cmd.config_cls)
         p.add_argument("--config", metavar="FILE", help="YAML file of option values (flags override it)")
         p.add_argument("-v", "--verbose", action="store_true", help="log more (INFO level, library warnings)")
+        if cmd.uses_torch:
+            p.add_argument("--threads", type=int, default=0, metavar="N",
+                           help="torch threads of this process (default 0: the cores no other process is busy on; "
+                                "on a loaded machine torch's own default, every core, can be 10x slower)")
         p.set_defaults(_command=cmd)
     return parser
 
@@ -165,6 +170,14 @@ def main(argv: list[str] | None = None) -> int:
     cmd: Command = args._command
     try:
         cfg = config_from_args(cmd.config_cls, args, args.config)
+        if cmd.uses_torch:
+            from ..errors import InputError
+            from ..runtime import release_freed_memory, set_threads
+
+            release_freed_memory()
+            if args.threads < 0:
+                raise InputError(f"--threads must be >= 0 (0 = the free cores), got {args.threads}")
+            set_threads(args.threads)
         return cmd.run(cfg)
     except HfDistacError as e:
         if debug:

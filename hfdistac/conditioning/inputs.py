@@ -146,9 +146,9 @@ def resolve_inputs(config: ConditionConfig) -> Inputs:
     Raises:
         InputError, DataError, CheckpointError, HubError: bad input.
     """
-    from ..checkpoints import check_against_base, load_base, load_finetuned
+    from ..checkpoints import LazyVisionWeights, check_against_base, load_base, load_finetuned
     from ..heads import load_templates_file
-    from ..task_vectors import compute_task_vector
+    from ..task_vectors import TaskVectorView, global_norm
 
     templates = None
     if config.recipe:
@@ -161,17 +161,21 @@ def resolve_inputs(config: ConditionConfig) -> Inputs:
 
     base = load_base(config.base)
     check_against_base(base, source)
-    theta0 = base.weights
-    tau = compute_task_vector(theta0, source.weights)
+    # θ₀ stays on disk (read tensor by tensor when needed) and τ is computed on access: at ViT-B/32 that is two
+    # copies of the tower (700 MB) not held through training. Keys in the tower's own order, so norms (and κ)
+    # are summed exactly as before.
+    order = list(base.parameter_shapes)
+    theta0 = LazyVisionWeights(base.resolved.local_dir)
+    tau = TaskVectorView(theta0, source.weights, order)
     reference_norms = None
     if config.reference:
         reference_norms = []
         for ref in config.reference:
-            other = load_finetuned(ref)
+            other = load_finetuned(ref, lazy=True)
             check_against_base(base, other)
-            reference_norms.append(compute_task_vector(theta0, other.weights).norm())
+            reference_norms.append(global_norm(TaskVectorView(theta0, other.weights, order)))
             del other
-    return Inputs(config, source, base, train, eval_data, theta0, tau, tau.norm(), reference_norms,
+    return Inputs(config, source, base, train, eval_data, theta0, tau, global_norm(tau), reference_norms,
                   templates, output, checkpoint_dir)
 
 

@@ -120,7 +120,7 @@ class _Setup:
     train_store: ImageStore
     names: list[str]
     anchor: dict[str, torch.Tensor]
-    theta0_cpu: dict[str, torch.Tensor]
+    theta0_cpu: Any  # θ₀ (a lazy mapping: tensors are read from the base checkpoint when indexed)
     theta0_dev: dict[str, torch.Tensor] | None
     radius: float | None
     accumulation: int
@@ -198,7 +198,7 @@ def _set_up(inputs: Inputs, accelerator) -> _Setup:
         teacher = None  # its logits are all we need from now on
     return _Setup(resolved, preset, kappa, kappa * inputs.norm, diagnosis, teacher, teacher_logits, student,
                   train_store, names, {n: theta_init[n].to(accelerator.device) for n in names},
-                  {n: inputs.theta0[n] for n in names},
+                  inputs.theta0,  # lazy: read tensor by tensor for the logged norms
                   None if radius is None else {n: inputs.theta0[n].to(accelerator.device) for n in names},
                   radius, accumulation, evaluate, head.num_classes,
                   {"before": teacher_metrics, "rescaled_only": rescaled_metrics}, clock, time.perf_counter() - clock[0])
@@ -207,6 +207,11 @@ def _set_up(inputs: Inputs, accelerator) -> _Setup:
 def _accumulate_gradients(setup: _Setup, accelerator, student, params_by_name, indices: list[int]
                           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Forward, loss and backward over this process's micro-batches of one optimiser step.
+
+    The anchor β‖θ − θ_init‖² depends on θ only: its value is computed once per step and its gradient
+    2β(θ − θ_init) added to the gradients after the last micro-batch's backward pass (:func:`_add_anchor_gradient`)
+    rather than through autograd, which would hold that gradient for every parameter while the KD gradients
+    are still being computed (one more copy of the tower).
 
     Returns:
         ``(mean KD loss, anchor term, mean student entropy)`` of this process (detached).
@@ -222,18 +227,45 @@ def _accumulate_gradients(setup: _Setup, accelerator, student, params_by_name, i
             with torch.no_grad(), accelerator.autocast():
                 z_tcr = setup.teacher(pixels).float()
         last = m == setup.accumulation - 1
+        # One process: the earlier micro-batches' gradients are set aside during the last backward pass and
+        # added after it, so the sums are formed in the order autograd would form them with the anchor in the
+        # loss (bit for bit the same weights). Several processes: the sum must stay in .grad for the all-reduce.
+        stash = [p.grad for p in params_by_name.values()] if last and accelerator.num_processes == 1 \
+            and setup.accumulation > 1 else None
+        if stash is not None:
+            for p in params_by_name.values():
+                p.grad = None
         # Gradients are averaged over processes only once, on the last micro-batch.
         with accelerator.no_sync(student) if not last else contextlib.nullcontext():
             z_stu = student(pixels)
             kd = distillation_loss(z_stu, z_tcr, cfg.teacher_temperature, cfg.student_temperature)
-            loss = kd / setup.accumulation
-            if last:  # the anchor depends on θ only: add it once per optimiser step
+            accelerator.backward(kd / setup.accumulation)
+        if last:
+            with torch.no_grad():
                 anchor_term = anchor_penalty(params_by_name, setup.anchor)
-                loss = loss + cfg.beta * anchor_term
-            accelerator.backward(loss)
+            _add_anchor_gradient(params_by_name, setup.anchor, cfg.beta, stash, accelerator)
         kd_sum = kd_sum + kd.detach() / setup.accumulation
         entropy_sum = entropy_sum + prediction_entropy(z_stu.detach()).mean() / setup.accumulation
     return kd_sum, anchor_term.detach(), entropy_sum
+
+
+@torch.no_grad()
+def _add_anchor_gradient(params_by_name, anchor, beta: float, stash: list | None, accelerator) -> None:
+    """grad += β·(2(θ − θ_init)) for every parameter, one at a time (then the set-aside gradients, if any).
+
+    The expression is autograd's own for β·Σ(θ − a)² (``β * (2 * (θ − a))``), in float32; with an fp16 loss
+    scaler the term is scaled like the KD gradients it joins.
+    """
+    scale = accelerator.scaler.get_scale() if getattr(accelerator, "scaler", None) is not None else 1.0
+    for i, (name, p) in enumerate(params_by_name.items()):
+        a = anchor[name]
+        g = torch.tensor(beta * scale, dtype=p.dtype, device=p.device) * (2 * (p - a.to(p.dtype)))
+        if p.grad is None:
+            p.grad = g
+        else:
+            p.grad.add_(g)
+        if stash is not None and stash[i] is not None:
+            p.grad = stash[i].add_(p.grad)
 
 
 def _train(setup: _Setup, inputs: Inputs, accelerator) -> dict[str, Any]:

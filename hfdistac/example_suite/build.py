@@ -305,11 +305,10 @@ def _processed(processor, images: np.ndarray) -> torch.Tensor:
 
 
 def _default_workers() -> int:
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cores = os.cpu_count() or 1
-    return max(1, min(cores, 4))
+    """One fine-tuning worker (of one thread) per free core, at most 4 (:func:`hfdistac.runtime.free_cores`)."""
+    from ..runtime import free_cores
+
+    return max(1, min(free_cores(), 4))
 
 
 def _worker_command(work: Path, index: int, count: int) -> list[str]:
