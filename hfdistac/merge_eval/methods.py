@@ -74,7 +74,7 @@ def samerging_data(config: MergeConfig, base, theta0: Mapping[str, torch.Tensor]
 
     return SAMergingData(base=theta0, vision_config=base.vision_config, tasks=sam_tasks, device=device,
                          mixed_precision=config.mixed_precision, progress=config.progress,
-                         decode=PixelCodec(base.image_processor).decode)
+                         decode=PixelCodec(base.image_processor).decode, tasks_per_pass=config.sam_tasks_per_pass)
 
 
 #: Images per batch when the unlabeled images of RegMean's Gram step go through a tower (FusionBench's 32).

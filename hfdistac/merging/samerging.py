@@ -72,6 +72,18 @@ OBJECTIVE_DEFAULTS: dict[str, dict[str, float | int]] = {
     "entropy": {"steps": 500, "init": 0.3, "sam_rho": 0.0, "weight_decay": 0.0},
 }
 _NORM_EPS = 1e-12
+#: File-backed task vectors above this total size are streamed from disk (see ``SAMergingData``).
+STREAM_TASK_VECTORS_BYTES = 1 << 30
+
+
+def _should_stream(task_vectors: TaskVectors, keys: Sequence[str]) -> bool:
+    from ..task_vectors import TaskVector
+    from .primitives import tensor_shapes
+
+    if not all(isinstance(tv, TaskVector) and tv.is_lazy for tv in task_vectors):
+        return False
+    numel = sum(math.prod(s) for s in tensor_shapes(task_vectors[0]).values())
+    return 4 * numel * len(task_vectors) > STREAM_TASK_VECTORS_BYTES
 
 
 # ------------------------------------------------------------------------------------------------ data
@@ -105,6 +117,11 @@ class SAMergingData:
         seed: Seed of the batch order.
         decode: Turns a cached batch into ``pixel_values`` (e.g. :meth:`hfdistac.data.PixelCodec.decode` for
             batches kept as ``uint8`` crops); ``None``: the batches already are ``pixel_values``.
+        stream_task_vectors: Re-read the task vectors from their files every step instead of holding them all
+            (default ``None``: when they are file-backed and larger than :data:`STREAM_TASK_VECTORS_BYTES`).
+        tasks_per_pass: Tasks whose batches go through the model together (default ``None``: all of them, one
+            forward pass, as the method is specified); fewer bound the activations' memory (8 tasks × 16
+            ViT-B/32 images need ~4.7 GB at once) at the same gradient, summed in another order.
     """
 
     base: Mapping[str, torch.Tensor] = field(repr=False)
@@ -115,6 +132,8 @@ class SAMergingData:
     progress: bool = False
     seed: int = 0
     decode: Any = field(default=None, repr=False)
+    stream_task_vectors: bool | None = None
+    tasks_per_pass: int | None = None
 
 
 # ------------------------------------------------------------------------------------------------ params
@@ -271,8 +290,15 @@ class CoefficientObjective:
         # θ₀ and the task vectors, stacked once per parameter: stacked[l] is [T, numel_l].
         self.base = [data.base[k].detach().to(self.device, torch.float32).reshape(-1) for k in keys]
         self.shapes = [tuple(data.base[k].shape) for k in keys]
-        self.stacked = [torch.stack([load_float32(tv, k).reshape(-1) for tv in task_vectors]).to(self.device)
-                        for k in keys]
+        self.task_vectors = task_vectors
+        # Task vectors stacked per parameter ([T, numel]) are read every step; in memory they are T copies of
+        # the tower (2.8 GB for 8 ViT-B/32 tasks). Lazy (file-backed) task vectors larger than
+        # STREAM_TASK_VECTORS_BYTES are re-read from their files when needed instead: the same values, at the
+        # cost of reading them from the page cache a few times per step.
+        self.stream = data.stream_task_vectors if data.stream_task_vectors is not None else _should_stream(
+            task_vectors, keys)
+        self._stacked = None if self.stream else [self._load_stack(k) for k in keys]
+        self.tasks_per_pass = data.tasks_per_pass
         self.heads = [t.head.to(self.device) for t in data.tasks]
         self.batches: list[list[torch.Tensor]] = []
         for t in data.tasks:
@@ -283,9 +309,20 @@ class CoefficientObjective:
         self.teacher_logits: list[list[torch.Tensor]] | None = None
         self.decode = data.decode or (lambda x: x)
 
+    def _load_stack(self, key: str) -> torch.Tensor:
+        return torch.stack([load_float32(tv, key).reshape(-1) for tv in self.task_vectors]).to(self.device)
+
+    def stack(self, i: int) -> torch.Tensor:
+        """Parameter ``i`` of every task vector, ``[T, numel]`` on the device (read again when streaming)."""
+        return self._load_stack(self.keys[i]) if self._stacked is None else self._stacked[i]
+
+    @property
+    def stacked(self):
+        return (self.stack(i) for i in range(len(self.keys)))
+
     @property
     def num_tasks(self) -> int:
-        return len(self.stacked[0])
+        return len(self.task_vectors)
 
     @property
     def num_params(self) -> int:
@@ -330,15 +367,17 @@ class CoefficientObjective:
         return pixels, [x.shape[0] for x in xs], targets
 
     def loss_from_weights(self, flat_weights: Sequence[torch.Tensor], pixels: torch.Tensor, sizes: Sequence[int],
-                          targets: Sequence[torch.Tensor] | None) -> torch.Tensor:
-        """The objective for given merged weights: Σ_t KL (kd) or Σ_t mean entropy (entropy)."""
+                          targets: Sequence[torch.Tensor] | None, first_task: int = 0) -> torch.Tensor:
+        """The objective for given merged weights: Σ_t KL (kd) or Σ_t mean entropy (entropy), over the tasks
+        ``first_task``, ``first_task + 1``, … whose batches ``pixels`` holds (``sizes`` images each)."""
         pooled = self._forward(flat_weights, pixels)
         loss = pooled.new_zeros(())
-        for t, chunk in enumerate(pooled.split(list(sizes))):
+        for j, chunk in enumerate(pooled.split(list(sizes))):
+            t = first_task + j
             logits = self.heads[t].logits(chunk)
             if self.objective == "kd":
                 loss = loss + F.kl_div(F.log_softmax(logits / self.temperature, dim=-1),
-                                       F.log_softmax(targets[t] / self.temperature, dim=-1),
+                                       F.log_softmax(targets[j] / self.temperature, dim=-1),
                                        log_target=True, reduction="batchmean")
             else:
                 logp = F.log_softmax(logits, dim=-1)
@@ -362,8 +401,22 @@ class CoefficientObjective:
             ``(loss, grad)``, both detached; in several processes both are averaged over them.
         """
         weights = [w.requires_grad_() for w in self.merged_weights(weights_at if weights_at is not None else lam)]
-        loss = self.loss_from_weights(weights, pixels, sizes, targets)
-        grads = torch.autograd.grad(loss, weights)
+        per_pass = self.tasks_per_pass or len(sizes)
+        if per_pass >= len(sizes):
+            loss = self.loss_from_weights(weights, pixels, sizes, targets)
+            grads = torch.autograd.grad(loss, weights)
+        else:  # a few tasks at a time: the same loss and gradient, summed over the passes
+            loss, grads, offset = None, None, 0
+            for first in range(0, len(sizes), per_pass):
+                part = list(sizes[first:first + per_pass])
+                part_loss = self.loss_from_weights(weights, pixels[offset:offset + sum(part)], part,
+                                                   targets[first:first + per_pass] if targets is not None else None,
+                                                   first_task=first)
+                part_grads = torch.autograd.grad(part_loss, weights)
+                offset += sum(part)
+                loss = part_loss.detach() if loss is None else loss + part_loss.detach()
+                grads = list(part_grads) if grads is None else [a.add_(b) for a, b in zip(grads, part_grads,
+                                                                                          strict=True)]
         grad = torch.stack([s @ g for s, g in zip(self.stacked, grads, strict=True)], dim=1)  # [T, L]
         loss = loss.detach()
         _all_reduce_mean(grad)
