@@ -6,7 +6,9 @@ gradient clipping, global batch and batch order) on the same images, in fp32 and
 * **straightforward**: Algorithm 1 as written — every step decodes and preprocesses its images and runs the
   teacher forward pass, then the student forward/backward (the shape of the paper's released code);
 * **hfdistac**: ``run_condition`` — teacher logits computed once per image and looked up by index,
-  preprocessed images kept in memory (both timed: the caching pass is part of its cost).
+  preprocessed images kept in memory (both timed: the caching pass is part of its cost);
+* **hfdistac-nocache**: ``run_condition`` with ``cache_teacher_logits=False`` (the teacher runs every step, as in
+  the straightforward loop): what the loop's own machinery costs.
 
 Each variant runs in its own process (peak RSS is that process's ``ru_maxrss``, imports included), several
 times, interleaved; the table shows medians. The input pipeline alone (decode + ``CLIPImageProcessor``) is
@@ -16,11 +18,13 @@ Usage::
 
     python benchmarks/bench_condition.py                 # hidden 256, 6 layers, 64 px; 3 repeats, 1 thread
     python benchmarks/bench_condition.py --repeats 5 --steps 60
+    python benchmarks/bench_condition.py --size vit-b32 --steps 16 --batch-size 8 --train-images 16 --repeats 2
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import resource
@@ -33,12 +37,14 @@ from pathlib import Path
 
 import torch
 
-HIDDEN, LAYERS, HEADS, IMAGE, PATCH = 256, 6, 4, 64, 8
+#: Tower sizes: hidden width, layers, heads, image px, patch px, projection width.
+VARIANTS = ("straightforward", "hfdistac", "hfdistac-nocache", "pipeline")
+SIZES = {"small": (256, 6, 4, 64, 8, 128), "vit-b32": (768, 12, 12, 224, 32, 512)}
 
 
 # ------------------------------------------------------------------------------------------------ assets
-def build_assets(root: Path, n_train: int, seed: int = 0) -> dict[str, str]:
-    """Base CLIP (hidden 256, 6 layers, 64 px), a fine-tuned tower (base + noise) and a parquet dataset."""
+def build_assets(root: Path, n_train: int, size: str = "small", seed: int = 0) -> dict[str, str]:
+    """Base CLIP of ``SIZES[size]``, a fine-tuned tower (base + noise) and a parquet dataset."""
     import numpy as np
     from datasets import ClassLabel, Dataset, Features, Image
     from PIL import Image as PILImage
@@ -54,12 +60,13 @@ def build_assets(root: Path, n_train: int, seed: int = 0) -> dict[str, str]:
 
     torch.manual_seed(seed)
     tok = build_word_tokenizer(vocabulary())
-    cfg = tiny_clip_config(tok, hidden_size=HIDDEN, num_layers=LAYERS, num_heads=HEADS, image_size=IMAGE,
-                           patch_size=PATCH, projection_dim=128)
+    hidden, layers, heads, image, patch, projection = SIZES[size]
+    cfg = tiny_clip_config(tok, hidden_size=hidden, num_layers=layers, num_heads=heads, image_size=image,
+                           patch_size=patch, projection_dim=projection)
     base = CLIPModel(cfg)
     base.save_pretrained(root / "base")
     tok.save_pretrained(root / "base")
-    tiny_image_processor(IMAGE).save_pretrained(root / "base")
+    tiny_image_processor(image).save_pretrained(root / "base")
     ft = CLIPVisionModel(cfg.vision_config)
     ft.load_state_dict(base.vision_model.state_dict())
     g = torch.Generator().manual_seed(seed + 1)
@@ -71,7 +78,7 @@ def build_assets(root: Path, n_train: int, seed: int = 0) -> dict[str, str]:
     rng = np.random.default_rng(seed)
     attrs = sample_attributes(rng, n_train + 32)
     pixels = render_scenes(attrs, rng, image_size=80)  # stored larger than the model input: resize + crop
-    task = ATTRIBUTE_BY_NAME["shape"]
+    task = ATTRIBUTE_BY_NAME["colour"]
     feats = Features({"image": Image(), "label": ClassLabel(names=list(task.classes))})
     (root / "data" / "data").mkdir(parents=True)
     for split, sl in (("train", slice(0, n_train)), ("test", slice(n_train, None))):
@@ -82,13 +89,13 @@ def build_assets(root: Path, n_train: int, seed: int = 0) -> dict[str, str]:
 
 
 # ------------------------------------------------------------------------------------------------ variants
-def run_hfdistac(a: dict, out: Path) -> dict:
+def run_hfdistac(a: dict, out: Path, cache: bool = True) -> dict:
     from hfdistac.distac import ConditionConfig, run_condition
 
     report = run_condition(ConditionConfig(
         model=a["ft"], base=a["base"], data=a["data"], kappa=a["kappa"], preset="norm", steps=a["steps"],
         batch_size=a["batch_size"], lr=a["lr"], seed=0, eval_split="none", output=str(out), overwrite=True,
-        progress=False, cache_teacher_logits=True))
+        progress=False, cache_teacher_logits=cache))
     t = report["timing"]
     return {"seconds": t["teacher_cache_s"] + t["train_s"], "cpu_seconds": t["cpu_s"],
             "cache_seconds": t["teacher_cache_s"],
@@ -97,8 +104,6 @@ def run_hfdistac(a: dict, out: Path) -> dict:
 
 def run_straightforward(a: dict, out: Path) -> dict:
     """Algorithm 1 as written: preprocess + teacher forward + student forward/backward every step."""
-    import functools
-
     import torch.nn.functional as F
     from safetensors.torch import save_file
 
@@ -166,7 +171,8 @@ def run_pipeline(a: dict, out: Path) -> dict:
 def worker(kind: str, args_json: str, out: str) -> None:
     a = json.loads(args_json)
     torch.set_num_threads(a["threads"])
-    fn = {"hfdistac": run_hfdistac, "straightforward": run_straightforward, "pipeline": run_pipeline}[kind]
+    fn = {"hfdistac": run_hfdistac, "hfdistac-nocache": functools.partial(run_hfdistac, cache=False),
+          "straightforward": run_straightforward, "pipeline": run_pipeline}[kind]
     result = fn(a, Path(out))
     result["max_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print("RESULT " + json.dumps(result))
@@ -211,49 +217,55 @@ def main() -> None:
     # One thread: on a small shared CPU, OpenMP threads of concurrent jobs oversubscribe the cores and every
     # small tensor op then waits a scheduler slice (measured: AdamW step 2 s with 2 threads vs 0.03 s with 1).
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--size", choices=sorted(SIZES), default="small",
+                   help="tower size: small (hidden 256, 6 layers, 64 px) or vit-b32 (ViT-B/32's 768 x 12 layers, 224 px)")
     args = p.parse_args()
     if args.worker:
         worker(args.worker, args.args, args.out)
         return
     with tempfile.TemporaryDirectory(prefix="bench-condition-") as tmp:
         root = Path(tmp)
-        assets = build_assets(root, args.train_images)
+        assets = build_assets(root, args.train_images, args.size)
         a = {**assets, "steps": args.steps, "batch_size": args.batch_size, "lr": 1e-5, "kappa": 0.5,
              "threads": args.threads}
-        runs: dict[str, list[dict]] = {"straightforward": [], "hfdistac": [], "pipeline": []}
-        for r in range(args.repeats):  # interleaved, so drifting machine load hits both alike
-            for kind in ("straightforward", "hfdistac", "pipeline"):
+        runs: dict[str, list[dict]] = {kind: [] for kind in VARIANTS}
+        for r in range(args.repeats):  # interleaved, so drifting machine load hits all alike
+            for kind in VARIANTS:
                 runs[kind].append(_spawn(kind, a, root / f"{kind}-{r}"))
-        cmp = _compare(runs["straightforward"][0]["weights"], runs["hfdistac"][0]["weights"], a)
+        cmp = {kind: _compare(runs["straightforward"][0]["weights"], runs[kind][0]["weights"], a)
+               for kind in ("hfdistac", "hfdistac-nocache")}
 
     images = args.steps * args.batch_size
     cpu = {k: statistics.median(x["cpu_seconds"] for x in v) for k, v in runs.items()}
     med = {k: statistics.median(x["seconds"] for x in v) for k, v in runs.items()}
     best = {k: min(x["seconds"] for x in v) for k, v in runs.items()}
     rss = {k: statistics.median(x["max_rss_mib"] for x in v) for k, v in runs.items()}
-    print(f"\nCLIP ViT hidden {HIDDEN}, {LAYERS} layers, {IMAGE} px / patch {PATCH}; {args.train_images} training "
+    hidden, layers, _, image, patch, _ = SIZES[args.size]
+    print(f"\nCLIP ViT hidden {hidden}, {layers} layers, {image} px / patch {patch}; {args.train_images} training "
           f"images (80 px parquet), {args.steps} steps x batch {args.batch_size} (= {images / args.train_images:.0f} "
           f"epochs), fp32, 1 process, {args.threads} thread(s); {args.repeats} interleaved runs per variant.\n"
           "CPU seconds (process time: what the work costs, insensitive to other jobs on a shared machine) are the "
           "primary measure; wall-clock median and best are shown beside them.\n")
     print("| variant | CPU s (median) | steps/s (CPU) | images/s (CPU) | wall s median / best | peak RSS (MiB) |")
     print("|:--|--:|--:|--:|--:|--:|")
-    for kind in ("straightforward", "hfdistac"):
-        label = "straightforward Algorithm 1" if kind == "straightforward" else "hfdistac run_condition"
+    labels = {"straightforward": "straightforward Algorithm 1", "hfdistac": "hfdistac run_condition",
+              "hfdistac-nocache": "hfdistac run_condition --no-cache-teacher-logits"}
+    for kind, label in labels.items():
         print(f"| {label} | {cpu[kind]:.2f} | {args.steps / cpu[kind]:.2f} | {images / cpu[kind]:.1f} | "
               f"{med[kind]:.2f} / {best[kind]:.2f} | {rss[kind]:.0f} |")
     n_pipe = runs["pipeline"][0]["images"]
     print(f"| input pipeline alone (decode + preprocess, {n_pipe} images) | {cpu['pipeline']:.2f} | - | "
           f"{n_pipe / cpu['pipeline']:.0f} | {med['pipeline']:.2f} / {best['pipeline']:.2f} | {rss['pipeline']:.0f} |")
     cache = statistics.median(x["cache_seconds"] for x in runs["hfdistac"])
-    pairs = [s["cpu_seconds"] / h["cpu_seconds"] for s, h in zip(runs["straightforward"], runs["hfdistac"],
-                                                                  strict=True)]
-    print(f"\nspeed-up (CPU time): {cpu['straightforward'] / cpu['hfdistac']:.2f}x of the medians, per interleaved "
-          f"pair {', '.join(f'{p:.2f}' for p in pairs)}; wall clock: {med['straightforward'] / med['hfdistac']:.2f}x "
-          f"of the medians, {best['straightforward'] / best['hfdistac']:.2f}x of the best runs. hfdistac's time "
-          f"includes the teacher-logit caching pass ({cache:.2f} s wall).")
-    print(f"final weights: ‖θ_straightforward − θ_hfdistac‖ = {cmp['diff']:.3e} (max |Δ| {cmp['max_abs']:.1e}) vs "
-          f"‖θ − θ_init‖ = {cmp['moved']:.3e} moved by training")
+    for kind in ("hfdistac", "hfdistac-nocache"):
+        pairs = [s["cpu_seconds"] / h["cpu_seconds"] for s, h in zip(runs["straightforward"], runs[kind], strict=True)]
+        print(f"\n{labels[kind]}: speed-up over the straightforward loop (CPU time) "
+              f"{cpu['straightforward'] / cpu[kind]:.2f}x of the medians, per interleaved pair "
+              f"{', '.join(f'{p:.2f}' for p in pairs)}; wall clock: {med['straightforward'] / med[kind]:.2f}x of the "
+              f"medians, {best['straightforward'] / best[kind]:.2f}x of the best runs. final weights: "
+              f"‖θ_straightforward − θ‖ = {cmp[kind]['diff']:.3e} (max |Δ| {cmp[kind]['max_abs']:.1e}) vs "
+              f"‖θ − θ_init‖ = {cmp[kind]['moved']:.3e} moved by training")
+    print(f"hfdistac's time includes the teacher-logit caching pass ({cache:.2f} s wall).")
     print("all runs (CPU s / wall s): " + "; ".join(
         f"{k}: " + ", ".join(f"{x['cpu_seconds']:.1f}/{x['seconds']:.1f}" for x in v) for k, v in runs.items()))
 

@@ -310,20 +310,27 @@ def _merge_recipe(w: Path, tasks: int) -> Path:
     return path
 
 
-def stage_merge(w: Path, method: str = "all") -> dict:
+def stage_merge(w: Path, method: str = "all", wudi_iterations: int = 300) -> dict:
+    """``merge`` with evaluation on the 8-task look-alike: 16 validation images x 2 α per method and task, 16 test
+    images per task (what is resident does not depend on how many images are scored; the time does)."""
+    import dataclasses
+
     from hfdistac.merge_eval import MergeConfig, run_merge
 
-    extra = {"steps": 4, "batches_per_task": 2} if method == "samerging" else {}
+    extra = {"steps": 4, "batches_per_task": 2} if method == "samerging" else \
+        {"wudi_iterations": wudi_iterations} if "wudi_iterations" in {f.name for f in dataclasses.fields(MergeConfig)} \
+        else {}  # an older build (--repo) has no WUDI
     c = _clock()
-    run_merge(MergeConfig(recipe=str(_merge_recipe(w, MERGE_TASKS)), method=method, val_limit=32, test_limit=64,
-                          alpha_grid=[0.2, 0.3, 0.4], output=str(w / "runs" / f"merge-{method}-{os.getpid()}"),
+    run_merge(MergeConfig(recipe=str(_merge_recipe(w, MERGE_TASKS)), method=method, val_limit=16, test_limit=16,
+                          alpha_grid=[0.3, 0.4], output=str(w / "runs" / f"merge-{method}-{os.getpid()}"),
                           overwrite=True, progress=False, **extra))
-    label = f"merge --method all, {MERGE_TASKS} tasks, with evaluation" if method == "all" else \
-        f"merge --method samerging, {MERGE_TASKS} tasks (4 steps)"
+    label = f"merge --method all, {MERGE_TASKS} tasks, with evaluation (WUDI {wudi_iterations} it.)" \
+        if method == "all" else f"merge --method samerging, {MERGE_TASKS} tasks (4 steps)"
     return {label: _since(c)}
 
 
-def stage_scaling(w: Path, tasks: list[int], threads: int, wudi_iterations: int) -> dict:
+def stage_scaling(w: Path, tasks: list[int], threads: int, wudi_iterations: int,
+                  methods: list[str] | None = None) -> dict:
     """Every merge method alone at T tasks (bench_merge.py's children on task vectors of ViT-B/32 shapes)."""
     import importlib.util
 
@@ -336,7 +343,7 @@ def stage_scaling(w: Path, tasks: list[int], threads: int, wudi_iterations: int)
     bm._child(["_generate", str(tv_dir), str(max(tasks)), "0"])
     bm._child(["_grams", str(tv_dir), str(max(tasks)), "0"])
     for t in tasks:
-        for method in bm.ALL_METHODS:
+        for method in methods or bm.ALL_METHODS:
             r = bm._child(["_run", str(tv_dir), str(t), method, str(threads), str(wudi_iterations)])
             out[f"{method}, T = {t}"] = {"wall_s": r["merge_s"], "cpu_s": r["merge_cpu_s"], "peak_mb": r["peak_mb"]}
     return out
@@ -349,6 +356,8 @@ def _run_stage(stage: str, a: argparse.Namespace) -> dict:
         env["PYTHONPATH"] = os.pathsep.join([str(Path(a.repo).resolve()), env.get("PYTHONPATH", "")])
     cmd = [sys.executable, __file__, "--child", stage, "--workdir", str(a.workdir), "--threads", str(a.threads),
            "--wudi-iterations", str(a.wudi_iterations), "--scaling-tasks", *map(str, a.scaling_tasks)]
+    if a.scaling_methods:
+        cmd += ["--scaling-methods", *a.scaling_methods]
     if a.bpe_wheel:
         cmd += ["--bpe-wheel", str(a.bpe_wheel)]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
@@ -370,8 +379,8 @@ def child(stage: str, a: argparse.Namespace) -> None:
         pass
     w = Path(a.workdir)
     fn = {"load": stage_load, "heads": stage_heads, "eval": stage_eval, "kd": stage_kd, "condition": stage_condition,
-          "merge": stage_merge, "samerging": lambda w: stage_merge(w, "samerging"),
-          "scaling": lambda w: stage_scaling(w, a.scaling_tasks, a.threads, a.wudi_iterations),
+          "merge": lambda w: stage_merge(w, "all", a.wudi_iterations), "samerging": lambda w: stage_merge(w, "samerging"),
+          "scaling": lambda w: stage_scaling(w, a.scaling_tasks, a.threads, a.wudi_iterations, a.scaling_methods),
           "build": lambda w: build(w, a.bpe_wheel, MERGE_TASKS)}[stage]
     result = fn(w)
     result["_peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -392,6 +401,8 @@ def main() -> None:
     p.add_argument("--repo", default=None, help="import hfdistac from this checkout instead (e.g. an older build)")
     p.add_argument("--threads", type=int, default=0, help="torch threads per stage (0: torch's default)")
     p.add_argument("--scaling-tasks", type=int, nargs="+", default=[2, 4, 8, 14, 20])
+    p.add_argument("--scaling-methods", nargs="+", default=None, help="merge methods of the scaling stage "
+                   "(default: all of bench_merge.py's)")
     p.add_argument("--wudi-iterations", type=int, default=300)
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
     a = p.parse_args()

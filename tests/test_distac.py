@@ -255,7 +255,10 @@ def test_gradient_accumulation_matches_one_big_batch(tiny, tmp_path):
     run_condition(ConditionConfig(output=str(tmp_path / "one"), **common))
     r = run_condition(ConditionConfig(output=str(tmp_path / "acc"), micro_batch_size=4, **common))
     assert r["gradient_accumulation"] == 4 and r["micro_batch_size"] == 4
-    assert _tv_rel_diff(_weights(tmp_path / "one"), _weights(tmp_path / "acc"), tiny.base) < 1e-3
+    # Float-order noise, amplified by Adam's sign-like first steps, measured 5.7e-4 with per-class heads and
+    # 1.5e-3 with batched heads (which differ by < 1e-7), 0.7e-3 to 3.4e-3 at lr 5e-4 to 2e-3; a real
+    # accumulation error (the KD loss not divided by the number of micro-batches) measured 8.2e-2.
+    assert _tv_rel_diff(_weights(tmp_path / "one"), _weights(tmp_path / "acc"), tiny.base) < 1e-2
 
 
 def test_confidence_preset_and_auto(tiny, tmp_path):

@@ -242,6 +242,17 @@ def test_tsvm_orthogonal_low_rank_tasks_sum_exactly():
     torch.testing.assert_close(merged, expected, rtol=1e-4, atol=1e-5)
 
 
+def test_tsvm_runs_where_it_is_told_and_returns_cpu_tensors():
+    # --device reaches TSV-M (the pipeline passes it to methods flagged uses_device); here the CPU by name.
+    g = torch.Generator().manual_seed(5)
+    tvs = [{"w": torch.randn(12, 8, generator=g), "b": torch.randn(8, generator=g)} for _ in range(3)]
+    assert MERGE_METHODS["tsvm"].uses_device
+    on_cpu = MERGE_METHODS["tsvm"](tvs, device="cpu")
+    default = MERGE_METHODS["tsvm"](tvs)
+    assert all(v.device.type == "cpu" for v in on_cpu.values())
+    assert all(torch.equal(on_cpu[k], default[k]) for k in default)
+
+
 def test_tsvm_small_matrices_keep_at_least_one_component():
     assert components_per_task((768, 3072), 8) == 96
     assert components_per_task((50, 768), 8) == 6

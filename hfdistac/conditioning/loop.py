@@ -338,7 +338,9 @@ def _train(setup: _Setup, inputs: Inputs, accelerator) -> dict[str, Any]:
     timing = {"teacher_cache_s": setup.cache_seconds, "train_s": elapsed - setup.cache_seconds,
               "cpu_s": time.process_time() - setup.clock[1], "steps_run": steps_run,
               "steps_per_s": steps_run / elapsed if steps_run else None,
-              "images_per_s": steps_run * cfg.batch_size / elapsed if steps_run else None}
+              "images_per_s": steps_run * cfg.batch_size / elapsed if steps_run else None,
+              "peak_device_memory_mb": torch.cuda.max_memory_allocated(accelerator.device) / 2**20
+              if accelerator.device.type == "cuda" else None}  # this process's
     return {"student": student, "params_by_name": params_by_name, "history": history,
             "projected_steps": projected_steps, "timing": timing}
 

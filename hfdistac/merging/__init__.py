@@ -167,6 +167,7 @@ MERGE_METHODS: dict[str, MergeMethod] = {
 }""",
         params_cls=TSVMParams,
         fn=tsvm_merge,
+        uses_device=True,
     ),
     "average": MergeMethod(
         name="average",

@@ -62,6 +62,8 @@ class TSVMParams:
         metadata={"help": "Fraction of min(m, n) singular components kept per task and matrix, in (0, 1]; "
                           "default (unset): 1/T, i.e. k = floor(min(m, n)/T) as in the paper."},
     )
+    device: str | None = field(default=None, repr=False, compare=False, metadata={
+        "help": "where the decompositions run (default cpu); not a CLI option (from --device)", "cli": False})
 
     def __post_init__(self):
         _check_fraction(self.rank_fraction)
@@ -99,13 +101,16 @@ def tsvm_merge_matrix(matrices: Iterable[torch.Tensor], k: int) -> torch.Tensor:
     return (u_perp * torch.cat(ss)) @ vt_perp
 
 
-def tsvm_merge(task_vectors: TaskVectors, rank_fraction: float | None = None) -> dict[str, torch.Tensor]:
+def tsvm_merge(task_vectors: TaskVectors, rank_fraction: float | None = None,
+               device: str | torch.device | None = None) -> dict[str, torch.Tensor]:
     """TSV-M: per matrix, concatenate each task's top singular vectors, orthogonalise, recombine.
 
     Args:
         task_vectors: τ_1 … τ_T, mappings ``{parameter name: tensor}`` with identical keys and shapes.
         rank_fraction: Override of the per-task rank as a fraction of min(m, n), in (0, 1]. Default
             ``None``: k = ⌊min(m, n)/T⌋ (at least 1).
+        device: Where the decompositions run, one matrix of all tasks at a time (e.g. ``"cuda"``); results come
+            back on the CPU. Default: the CPU.
 
     Returns:
         τ_merged as float32 tensors, keys in the order of the first task vector.
@@ -116,13 +121,14 @@ def tsvm_merge(task_vectors: TaskVectors, rank_fraction: float | None = None) ->
     rank_fraction = _check_fraction(rank_fraction)
     keys = check_task_vectors(task_vectors)
     n_tasks = len(task_vectors)
+    device = device or "cpu"
     merged: dict[str, torch.Tensor] = {}
     for key in keys:
         first = load_float32(task_vectors[0], key)
         if is_matrix_parameter(first):
             k = components_per_task(tuple(first.shape), n_tasks, rank_fraction)
-            rest = (load_float32(tv, key) for tv in task_vectors[1:])
-            merged[key] = tsvm_merge_matrix(itertools.chain([first], rest), k)
+            mats = (m.to(device) for m in itertools.chain([first], (load_float32(tv, key) for tv in task_vectors[1:])))
+            merged[key] = tsvm_merge_matrix(mats, k).cpu()
         else:
             total = first.clone()
             for tv in task_vectors[1:]:
