@@ -373,10 +373,13 @@ def check_against_base(base: BaseModel, model: FinetunedModel) -> None:
     check_compatible(base.parameter_shapes, weights, names)
 
 
-def save_vision_checkpoint(directory: Path, vcfg, weights: Weights, metadata: dict[str, str] | None = None) -> None:
+def save_vision_checkpoint(directory: Path, vcfg, weights: Weights, metadata: dict[str, str] | None = None,
+                           image_processor=None) -> None:
     """Write ``config.json`` + ``model.safetensors`` loadable with ``CLIPVisionModel.from_pretrained``.
 
-    The safetensors metadata carries ``format: pt`` plus the given provenance strings.
+    The safetensors metadata carries ``format: pt`` plus the given provenance strings. With ``image_processor``
+    (the base's), its ``preprocessor_config.json`` is written too, so ``AutoImageProcessor.from_pretrained`` and
+    pipelines load the output as they load the base.
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -386,3 +389,5 @@ def save_vision_checkpoint(directory: Path, vcfg, weights: Weights, metadata: di
     (directory / "config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
     meta = {"format": "pt", **{k: v if isinstance(v, str) else json.dumps(v) for k, v in (metadata or {}).items()}}
     save_safetensors(weights, directory / "model.safetensors", meta, what="the model to be written")
+    if image_processor is not None:
+        image_processor.save_pretrained(directory)

@@ -271,6 +271,43 @@ def _diagnose_one(name: str, ref: str, ft, base_model, theta0, spec, templates: 
     return diag
 
 
+def diagnosis_summary(diagnosis: Diagnosis) -> str:
+    """The ``inspect`` summary: a Markdown table of every model plus one recommendation per flagged model
+    (what the CLI prints and the README of ``inspect --output`` shows)."""
+    from .tables import table
+
+    rows = []
+    for m in diagnosis.models:
+        rows.append([m.name, m.norm, m.norm_ratio, m.entropy, m.normalized_entropy, m.max_prob, m.accuracy, m.ece,
+                     ", ".join(m.flags) or "ok"])
+    out = [table(["model", "norm", "ratio", "entropy", "H/logC", "max p", "acc %", "ECE", "verdict"], rows,
+                 align="lrrrrrrrl")]
+    recs = [(m.name, m.recommendation) for m in diagnosis.models if m.recommendation.get("action") == "distac"]
+    if recs:
+        out.append("")
+        for name, r in recs:
+            kappa = f"kappa={r['kappa']:.3g}, " if r.get("target_norm") else ""
+            out.append(f"{name}: {r['reason']} -> DisTaC preset '{r['preset']}' ({kappa}T_teacher="
+                       f"{r['teacher_temperature']:g}, T_student={r['student_temperature']:g})")
+            if r.get("command"):
+                out.append(f"    {r['command']}")
+    else:
+        out.append("\nNo harmful task vectors found: ready to merge.")
+    return "\n".join(out)
+
+
+def inspect_card(diagnosis: Diagnosis, plots: list) -> str:
+    """README of an ``inspect --output`` directory: the summary, the thresholds and the plots (pushable as is)."""
+    from pathlib import Path
+
+    header = "---\ntags:\n- hfdistac\n- task-vectors\n- merge-diagnostics\n---\n"
+    images = "\n".join(f"![{Path(p).stem}]({Path(p).name})" for p in plots)
+    return (f"{header}\n# Task-vector diagnosis (hfdistac inspect)\n\n{diagnosis_summary(diagnosis)}\n\n"
+            f"Thresholds: norm ratio > {diagnosis.norm_threshold:g} flags `norm_mismatch`, normalised entropy > "
+            f"{diagnosis.entropy_threshold:g} flags `low_confidence`. Every figure is in `report.json`; the options "
+            f"of this run are in `hfdistac_config.json`.\n\n{images}\n")
+
+
 def write_inspect_plots(diagnosis: Diagnosis, directory) -> list:
     """Write the per-layer norm, global norm and entropy PNGs of a diagnosis into ``directory``."""
     from pathlib import Path
@@ -296,7 +333,8 @@ def write_inspect_plots(diagnosis: Diagnosis, directory) -> list:
 def run_inspect(config) -> Diagnosis:
     """``hfdistac inspect`` as one library call: models or a recipe in, a :class:`Diagnosis` out.
 
-    Writes ``config.output`` (report.json, resolved config, PNG plots; atomically) and ``config.json`` when set.
+    Writes ``config.output`` (``report.json``, the resolved config as ``hfdistac_config.json``, PNG plots and a
+    README that ``hfdistac push`` accepts; atomically) and ``config.json`` when set.
 
     Args:
         config: An :class:`~hfdistac.configs.InspectConfig`.
@@ -343,6 +381,7 @@ def run_inspect(config) -> Diagnosis:
     if config.output:
         with atomic_output_dir(config.output, config.overwrite) as tmp:
             write_json(tmp / "report.json", report)
-            write_json(tmp / "config.json", config.to_dict())
-            write_inspect_plots(diagnosis, tmp)
+            write_json(tmp / "hfdistac_config.json", {"command": "inspect", **config.to_dict()})
+            plots = write_inspect_plots(diagnosis, tmp)
+            (tmp / "README.md").write_text(inspect_card(diagnosis, plots))
     return diagnosis

@@ -91,6 +91,14 @@ class Commit:
     date: str = field(default_factory=_now)
 
 
+def _is_private(payload: dict, default: bool) -> bool:
+    """A repo's privacy from a create/settings payload: huggingface_hub 1.x+ sends ``visibility`` ("public",
+    "private", "protected"), older clients ``private``; the real Hub accepts both."""
+    if "visibility" in payload:
+        return payload["visibility"] != "public"
+    return bool(payload.get("private", default))
+
+
 @dataclass
 class Repo:
     repo_type: str
@@ -512,7 +520,7 @@ class _Handler(BaseHTTPRequestHandler):
             if action == "commit" and m == "POST":
                 return self._commit(repo, "/".join(rest[1:]))
             if action == "settings" and m == "PUT":
-                repo.private = bool(json.loads(self.body or b"{}").get("private", repo.private))
+                repo.private = _is_private(json.loads(self.body or b"{}"), repo.private)
                 return self._send(200, {})
         self.hub.unhandled.append(f"{m} {self.path}")
         return self._error(404, f"not implemented by the test server: {m} {self.path}")
@@ -531,7 +539,7 @@ class _Handler(BaseHTTPRequestHandler):
         with self.hub._lock:
             if (repo_type, repo_id) in self.hub.repos:
                 return self._send(409, {"error": "You already created this model repo", "url": url})
-            self.hub._create_repo(repo_type, repo_id, bool(payload.get("private")))
+            self.hub._create_repo(repo_type, repo_id, _is_private(payload, False))
         self._send(200, {"url": url, "name": repo_id, "id": repo_id})
 
     def _delete_repo(self) -> None:

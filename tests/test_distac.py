@@ -33,8 +33,8 @@ from hfdistac.errors import InputError, TrainingError
 
 REPO = Path(__file__).resolve().parents[1]
 FAST = dict(steps=6, batch_size=16, lr=1e-3, log_every=1, eval_limit=12, progress=False)
-EXPECTED_FILES = {"config.json", "model.safetensors", "task_vector.safetensors", "report.json",
-                  "hfdistac_config.json", "README.md", "per_layer_norms.png", "training_curves.png",
+EXPECTED_FILES = {"config.json", "model.safetensors", "preprocessor_config.json", "task_vector.safetensors",
+                  "report.json", "hfdistac_config.json", "README.md", "per_layer_norms.png", "training_curves.png",
                   "reliability.png"}
 
 
@@ -217,6 +217,9 @@ def test_loop_distils_toward_teacher_and_keeps_teacher_out_of_the_optimizer(tiny
     assert {id(p) for p in optimised} == {id(p) for p in student.vision_model.parameters()}  # tower only
     assert not list(student.head_weight.shape) == [] and not student.head_weight.requires_grad
     assert set(os.listdir(out)) == EXPECTED_FILES
+    from transformers import AutoImageProcessor  # the output loads as the base does (self-contained)
+
+    assert AutoImageProcessor.from_pretrained(out).crop_size == AutoImageProcessor.from_pretrained(tiny.base).crop_size
 
 
 def test_max_norm_ratio_bounds_the_conditioned_norm(tiny, tmp_path):

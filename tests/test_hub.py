@@ -365,3 +365,20 @@ def test_a_local_model_is_hashed_once_per_process_until_it_changes(models, tmp_p
     time.sleep(0.01)
     (d / "model.safetensors").write_bytes((d / "model.safetensors").read_bytes())  # same bytes, new mtime
     assert hub.resolve_model(str(d)).revision == first and len(calls) == 2
+
+
+def test_private_push_creates_a_private_repo(hub_env, models):
+    # huggingface_hub 1.x+ sends {"visibility": "private"}; the loopback Hub must honour it as the real one does
+    # (it read only "private" before, so --private made a public repo there and no test noticed).
+    hub.push_folder(models.ft, "org/private-push", private=True)
+    hub.push_folder(models.ft, "org/public-push")
+    assert hub_env.server.repo("org/private-push").private
+    assert not hub_env.server.repo("org/public-push").private
+    assert len(hub_env.server.requests_to(r"^/api/repos/create$", "POST")) == 2  # both through the API
+
+
+def test_loopback_hub_reads_visibility_and_private():
+    from tests.hub_server import _is_private
+
+    assert _is_private({"visibility": "private"}, False) and not _is_private({"visibility": "public"}, True)
+    assert _is_private({"private": True}, False) and not _is_private({}, False)

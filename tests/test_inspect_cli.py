@@ -53,7 +53,14 @@ def test_inspect_flags_the_long_vector(tiny, tmp_path, capsys):
     assert by_name["ft_a"]["revision"].startswith("sha256:")
     assert "ft_long" in out and "norm_mismatch" in out
     written = sorted(p.name for p in (tmp_path / "out").iterdir())
-    assert written == ["config.json", "norm_ratio.png", "per_layer_norms.png", "report.json"]
+    assert written == ["README.md", "hfdistac_config.json", "norm_ratio.png", "per_layer_norms.png", "report.json"]
+    from huggingface_hub import ModelCard
+
+    from hfdistac.cli.cmd_push import PushConfig  # what `hfdistac push` checks before it uploads
+
+    card = ModelCard.load(tmp_path / "out" / "README.md")
+    assert "hfdistac" in card.data.tags and "ft_long" in card.text and "norm_mismatch" in card.text
+    PushConfig(directory=str(tmp_path / "out"), repo="org/diagnosis")
 
 
 def test_inspect_with_data_infers_base_and_dataset_from_cards(tiny, tmp_path, capsys):

@@ -39,8 +39,8 @@ def test_merge_all_methods_writes_table_and_outputs(tiny, tmp_path, capsys):
     for method in ("task_arithmetic", "ties", "consensus", "tsvm", "average"):
         d = tmp_path / "out" / method
         files = {p.name for p in d.iterdir()}
-        assert {"config.json", "model.safetensors", "report.json", "results.md", "recipe.yaml", "README.md",
-                "hfdistac_config.json"} <= files
+        assert {"config.json", "model.safetensors", "preprocessor_config.json", "report.json", "results.md",
+                "recipe.yaml", "README.md", "hfdistac_config.json"} <= files
         r = json.loads((d / "report.json").read_text())
         for key in ("method", "alpha", "alpha_grid", "tasks", "mean_accuracy", "mean_normalized_accuracy"):
             assert key in r

@@ -1,8 +1,9 @@
 """What a conditioning run leaves behind: ``report.json``, the output directory and its model card.
 
-The directory (written atomically) holds the conditioned vision tower (``config.json`` + ``model.safetensors``),
-the conditioned task vector τ′ (``task_vector.safetensors``), ``report.json``, the resolved configuration
-(``hfdistac_config.json``), per-layer-norm / training-curve / reliability plots and a README model card.
+The directory (written atomically) holds the conditioned vision tower (``config.json`` + ``model.safetensors``,
+and the base's ``preprocessor_config.json``), the conditioned task vector τ′ (``task_vector.safetensors``),
+``report.json``, the resolved configuration (``hfdistac_config.json``), per-layer-norm / training-curve /
+reliability plots and a README model card.
 """
 
 from __future__ import annotations
@@ -100,7 +101,7 @@ def write_output(inputs: Inputs, resolved: ConditionConfig, report: dict, theta:
     tau_prime = TaskVector({k: theta[k] - inputs.theta0[k] for k in theta}, provenance)
     tau_norms = inputs.tau_layer_norms["by_block"]
     with atomic_output_dir(inputs.output, resolved.overwrite) as tmp:
-        save_vision_checkpoint(tmp, inputs.base.vision_config, theta, provenance)
+        save_vision_checkpoint(tmp, inputs.base.vision_config, theta, provenance, inputs.base.image_processor)
         save_task_vector(tau_prime, tmp / "task_vector.safetensors")
         write_json(tmp / "report.json", report)
         write_json(tmp / "hfdistac_config.json", {"command": "condition", **resolved.to_dict()})

@@ -1,8 +1,8 @@
 """Stage 7 of a merge: the results table, the output directory (one per method) and the merged model's card.
 
 Each method's directory holds the merged vision tower (``config.json`` + ``model.safetensors`` with provenance
-metadata), ``report.json``, ``results.md``, the resolved ``recipe.yaml`` and ``hfdistac_config.json``, the
-calibrated heads (``--calibrate``), SAMerging's learned coefficients, and a README model card. Everything is
+metadata, and the base's ``preprocessor_config.json``), ``report.json``, ``results.md``, the resolved
+``recipe.yaml`` and ``hfdistac_config.json``, the calibrated heads (``--calibrate``), SAMerging's learned coefficients, and a README model card. Everything is
 written into a temporary sibling and renamed into place.
 """
 
@@ -91,7 +91,7 @@ class OutputWriter:
                 "method": res["method"], "alpha": repr(res["alpha"]), "params": json.dumps(res["params"], default=str),
                 "sources": json.dumps([{"name": s.name, "reference": s.reference, "revision": s.revision}
                                        for s in self.sources])}
-        save_vision_checkpoint(d, self.base.vision_config, weights, meta)
+        save_vision_checkpoint(d, self.base.vision_config, weights, meta, self.base.image_processor)
         if learned:
             write_coefficients(d, learned, title=f"{res['pretty_name']} coefficients")
         single = {k: v for k, v in report.items() if k not in ("results", "table_markdown")}
