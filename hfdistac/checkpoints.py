@@ -13,6 +13,7 @@ refused with a conversion hint.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from collections.abc import Mapping
@@ -166,6 +167,42 @@ def read_vision_weights(directory: Path, dtype: torch.dtype | None = torch.float
     return out
 
 
+#: Vision-weight identities already computed in this process, keyed by every weight file's path, size and mtime.
+_IDENTITY_CACHE: dict[tuple, str] = {}
+
+
+def vision_weights_identity(directory: Path) -> str:
+    """``vision-sha256:<16 hex>``: the identity of a checkpoint's vision tower by content.
+
+    SHA-256 over the floating-point vision tensors in canonical keys (sorted), each with its dtype, shape and raw
+    bytes: the same tower has the same identity whether it sits in a local directory, a Hub snapshot, a
+    ``CLIPModel`` or a ``CLIPVisionModel`` checkpoint, sharded or not, prefixed ``vision_model.`` or not (a Hub
+    commit SHA or a hash of the files would differ between those). Computed once per process and file state.
+    """
+    files = weight_files(Path(directory))
+    key = tuple((str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns) for p in files)
+    if key in _IDENTITY_CACHE:
+        return _IDENTITY_CACHE[key]
+    per_tensor: dict[str, bytes] = {}
+    for path in files:
+        with safe_open_checked(path) as f:
+            for name in f.keys():
+                ck = canonical_vision_key(name)
+                if ck is None:
+                    continue
+                t = read_tensor(f, name, path)
+                if torch.is_floating_point(t):
+                    raw = t.contiguous().reshape(-1).view(torch.uint8).numpy()
+                    per_tensor[ck] = (f"{ck}\0{t.dtype}\0{tuple(t.shape)}\0".encode()
+                                      + hashlib.sha256(memoryview(raw)).digest())
+    if not per_tensor:
+        raise CheckpointError(f"{str(directory)!r} has no CLIP vision-tower weights",
+                              "hfdistac works on CLIP vision towers (CLIPVisionModel / CLIPModel checkpoints)")
+    digest = hashlib.sha256(b"".join(per_tensor[k] for k in sorted(per_tensor)))
+    _IDENTITY_CACHE[key] = "vision-sha256:" + digest.hexdigest()[:16]
+    return _IDENTITY_CACHE[key]
+
+
 class LazyVisionWeights(Mapping[str, torch.Tensor]):
     """A checkpoint's vision-tower parameters, read from its safetensors files one tensor at a time on access.
 
@@ -300,6 +337,11 @@ class BaseModel:
         built and θ₀ is kept elsewhere: at ViT-B/32 that frees ~600 MB."""
         self.parameter_shapes  # noqa: B018 - kept for the compatibility checks
         self.clip = None
+
+    @property
+    def vision_identity(self) -> str:
+        """θ₀'s identity by content (:func:`vision_weights_identity`), the same for a local and a Hub copy."""
+        return vision_weights_identity(self.resolved.local_dir)
 
     def vision_model(self):
         """A fresh ``CLIPVisionModel`` holding θ₀."""

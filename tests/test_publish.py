@@ -180,3 +180,59 @@ def test_run_merge_library_call_pushes_with_push_to(hub_env, tiny, tmp_path):
     assert report["pushed"]["repo_id"] == "org/lib-merge" and report["pushed"]["commit_sha"]
     files = hub_env.server.repo_files("org/lib-merge")
     assert {"README.md", "model.safetensors", "config.json", "report.json", "hfdistac_config.json"} <= set(files)
+
+
+def test_local_condition_pushed_then_merged_against_the_hub_copy_of_its_base(hub_env, tiny, tmp_path, capsys):
+    """Conditioned against a local base, pushed, merged against the same base bytes pulled from the Hub: the base
+    is identified by its vision weights' content (not a local file hash vs a Hub commit SHA), so it merges; a
+    base with other weights is still refused, naming both identities."""
+    import json
+
+    from hfdistac.checkpoints import vision_weights_identity
+
+    server = hub_env.server
+    server.seed_repo("org/id-base", tiny.base)
+    server.seed_repo("org/id-b", tiny.ft_b)
+    code, _, err = run_cli(capsys, "condition", tiny.ft_long, "--base", tiny.base, "--data", tiny.data, "--preset",
+                           "norm", "--target-norm", "1.8", "--steps", "2", "--batch-size", "16", "--eval-split", "none",
+                           "--output", tmp_path / "cond", "--push-to", "org/id-long-distac", "--no-progress")
+    assert code == 0, err
+    report = json.loads((tmp_path / "cond" / "report.json").read_text())
+    assert report["base_revision"].startswith("sha256:")  # a local base: its files' hash ...
+    assert report["base_vision_identity"] == vision_weights_identity(tiny.base)  # ... and its content identity
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump({"format": "hfdistac.recipe.v1", "name": "id", "base": "org/id-base", "tasks": [
+        {"name": "long", "model": "org/id-long-distac", "dataset": str(tiny.data)},
+        {"name": "b", "model": "org/id-b", "dataset": str(tiny.data)}]}))
+    code, _, err = run_cli(capsys, "merge", recipe, "--method", "task_arithmetic", "--weights-only", "--alpha", "0.3",
+                           "--output", tmp_path / "merged", "--no-progress")
+    assert code == 0, err
+    other = tmp_path / "other-base"  # same architecture, other weights
+    shutil.copytree(tiny.base, other)
+    from safetensors.torch import load_file, save_file
+
+    w = load_file(str(other / "model.safetensors"))
+    first = next(k for k in sorted(w) if "vision_model" in k and w[k].is_floating_point())
+    w[first] = w[first] + 1.0
+    save_file(w, str(other / "model.safetensors"), metadata={"format": "pt"})
+    recipe.write_text(recipe.read_text().replace("base: org/id-base", f"base: {other}"))
+    code, _, err = run_cli(capsys, "merge", recipe, "--method", "task_arithmetic", "--weights-only", "--alpha", "0.3",
+                           "--output", tmp_path / "merged2", "--no-progress")
+    assert code == 2 and report["base_vision_identity"] in err and vision_weights_identity(other) in err, err
+
+
+def test_vision_identity_ignores_layout_and_sees_content(tiny, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    from hfdistac.checkpoints import vision_weights_identity
+
+    w = load_file(str(tiny.ft_a / "model.safetensors"))
+    d = tmp_path / "relaid"
+    d.mkdir()
+    shutil.copy(tiny.ft_a / "config.json", d / "config.json")
+    flipped = {(k.removeprefix("vision_model.") if k.startswith("vision_model.") else "vision_model." + k): v
+               for k, v in w.items()}  # the other key layout, other file bytes
+    save_file(flipped, str(d / "model.safetensors"), metadata={"format": "pt", "note": "other header"})
+    assert (d / "model.safetensors").read_bytes() != (tiny.ft_a / "model.safetensors").read_bytes()
+    assert vision_weights_identity(d) == vision_weights_identity(tiny.ft_a)
+    assert vision_weights_identity(tiny.ft_b) != vision_weights_identity(tiny.ft_a)

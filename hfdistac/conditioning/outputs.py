@@ -33,6 +33,7 @@ def build_report(inputs: Inputs, resolved: ConditionConfig, kappa: float, target
         "method": "distac", "paper": PAPER_URL,
         "model": resolved.model, "model_revision": inputs.source.resolved.revision,
         "base": resolved.base, "base_revision": inputs.base.resolved.revision,
+        "base_vision_identity": inputs.base.vision_identity,
         "dataset": resolved.data, "dataset_config": resolved.dataset_config, "train_split": resolved.train_split,
         "num_train_examples": len(inputs.train.dataset), "eval_split": None if inputs.eval is None else
         resolved.eval_split, "num_classes": len(inputs.train.class_names or []) or None,
@@ -91,6 +92,7 @@ def write_output(inputs: Inputs, resolved: ConditionConfig, report: dict, theta:
     provenance = {
         "method": "distac", "paper": PAPER_URL,
         "base": resolved.base, "base_revision": inputs.base.resolved.revision,
+        "base_vision_identity": inputs.base.vision_identity,
         "source": resolved.model, "source_revision": inputs.source.resolved.revision,
         "dataset": resolved.data, "kappa": repr(kappa), "target_norm": repr(report["target_norm"]),
         "teacher_temperature": repr(resolved.teacher_temperature),

@@ -52,12 +52,7 @@ def task_vector_for(reference: str, base, scratch: Path, name: str, theta0=None)
     path = scratch / f"{name}.safetensors"
     if tv_file.is_file():
         tv = load_task_vector(tv_file)
-        rec_base = tv.metadata.get("base_revision")
-        if rec_base and rec_base != base.resolved.revision:
-            raise CheckpointError(
-                f"task vector of {reference!r} was computed against base revision {rec_base}, but the recipe's "
-                f"base {base.resolved.reference!r} is at {base.resolved.revision}",
-                "use the base the vector was conditioned from (see its card), or recompute it")
+        check_same_base(tv.metadata, base, reference)
         import torch
 
         from ..merging.primitives import tensor_shapes
@@ -86,3 +81,26 @@ def build_task_vectors(recipe, base, theta0, scratch: Path, *, progress: bool = 
         tvs.append(tv)
         sources.append(src)
     return tvs, sources
+
+
+def check_same_base(metadata: dict, base, reference: str) -> None:
+    """Refuse a stored task vector computed against another base than the recipe's.
+
+    Bases are compared by content (``base_vision_identity``: a hash of θ₀'s tensors, so a local base and its Hub
+    copy agree); vectors written before that was recorded fall back to the base revision they name.
+
+    Raises:
+        CheckpointError: naming both bases' identities.
+    """
+    recorded_identity, recorded_revision = metadata.get("base_vision_identity"), metadata.get("base_revision")
+    if recorded_identity:
+        if recorded_identity == base.vision_identity:
+            return
+    elif not recorded_revision or recorded_revision == base.resolved.revision:
+        return
+    recorded = f"revision {recorded_revision}" if not recorded_identity else \
+        recorded_identity + (f" (revision {recorded_revision})" if recorded_revision else "")
+    raise CheckpointError(
+        f"task vector of {reference!r} was computed against base {recorded}, but the recipe's base "
+        f"{base.resolved.reference!r} is {base.vision_identity} (revision {base.resolved.revision})",
+        "use the base the vector was conditioned from (see its card), or recompute it")
