@@ -140,6 +140,19 @@ def check_configs_match(base_cfg, other_cfg, names: tuple[str, str] = ("base", "
                               "use the base model the checkpoint was fine-tuned from (--base)")
 
 
+def _vision_tensors(files: list[Path]):
+    """``(canonical key, tensor)`` for every floating-point vision-tower tensor of ``files``, one at a time."""
+    for path in files:
+        with safe_open_checked(path) as f:
+            for key in f.keys():
+                ck = canonical_vision_key(key)
+                if ck is None:
+                    continue
+                t = read_tensor(f, key, path)
+                if torch.is_floating_point(t):
+                    yield ck, t
+
+
 def read_vision_weights(directory: Path, dtype: torch.dtype | None = torch.float32) -> Weights:
     """Read the vision tower's floating-point parameters in canonical keys, tensor by tensor.
 
@@ -148,18 +161,10 @@ def read_vision_weights(directory: Path, dtype: torch.dtype | None = torch.float
         dtype: Cast floating tensors to this dtype (``None`` keeps the stored dtype).
     """
     out: Weights = {}
-    for path in weight_files(directory):
-        with safe_open_checked(path) as f:
-            for key in f.keys():
-                ck = canonical_vision_key(key)
-                if ck is None:
-                    continue
-                t = read_tensor(f, key, path)
-                if not torch.is_floating_point(t):
-                    continue
-                if ck in out:
-                    raise CheckpointError(f"{str(directory)!r} holds the tensor {ck!r} twice (under two key layouts)")
-                out[ck] = t.to(dtype) if dtype is not None else t
+    for ck, t in _vision_tensors(weight_files(directory)):
+        if ck in out:
+            raise CheckpointError(f"{str(directory)!r} holds the tensor {ck!r} twice (under two key layouts)")
+        out[ck] = t.to(dtype) if dtype is not None else t
     if not out:
         raise CheckpointError(f"{str(directory)!r} has no CLIP vision-tower weights",
                               "hfdistac works on CLIP vision towers (CLIPVisionModel / CLIPModel checkpoints)")
@@ -184,17 +189,9 @@ def vision_weights_identity(directory: Path) -> str:
     if key in _IDENTITY_CACHE:
         return _IDENTITY_CACHE[key]
     per_tensor: dict[str, bytes] = {}
-    for path in files:
-        with safe_open_checked(path) as f:
-            for name in f.keys():
-                ck = canonical_vision_key(name)
-                if ck is None:
-                    continue
-                t = read_tensor(f, name, path)
-                if torch.is_floating_point(t):
-                    raw = t.contiguous().reshape(-1).view(torch.uint8).numpy()
-                    per_tensor[ck] = (f"{ck}\0{t.dtype}\0{tuple(t.shape)}\0".encode()
-                                      + hashlib.sha256(memoryview(raw)).digest())
+    for ck, t in _vision_tensors(files):
+        raw = t.contiguous().reshape(-1).view(torch.uint8).numpy()
+        per_tensor[ck] = f"{ck}\0{t.dtype}\0{tuple(t.shape)}\0".encode() + hashlib.sha256(memoryview(raw)).digest()
     if not per_tensor:
         raise CheckpointError(f"{str(directory)!r} has no CLIP vision-tower weights",
                               "hfdistac works on CLIP vision towers (CLIPVisionModel / CLIPModel checkpoints)")
