@@ -157,6 +157,7 @@ def _content_hash(files: list[Path], root: Path) -> str:
     key = tuple((str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns) for p in files)
     if key not in _HASH_CACHE:
         _HASH_CACHE[key] = _hash_files(files, root)
+        logger.info("local model %s: %s", root, _HASH_CACHE[key])
     return _HASH_CACHE[key]
 
 
@@ -185,8 +186,7 @@ def _resolve_local(ref: str) -> ResolvedModel:
     if not any(p.suffix == ".safetensors" for p in weights):
         weights = sorted(p for p in path.iterdir() if p.is_file() and p.suffix in PICKLE_SUFFIXES)
         pickle_only = bool(weights)
-    revision = _content_hash(weights, path)
-    logger.info("local model %s: %s", path, revision)
+    revision = _content_hash(weights, path)  # logged once, when first computed
     return ResolvedModel(reference=ref, local_dir=path, repo_id=None, revision=revision, is_local=True,
                          pickle_only=pickle_only)
 
