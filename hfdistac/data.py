@@ -7,7 +7,12 @@ and the label column the first ``ClassLabel`` unless given.
 
 Splits: ``train`` and ``test`` as stored, plus ``validation``: a seeded 10 % of ``train`` (at most 5,000
 images) used for model selection, and ``train-val`` (train minus that validation part). A dataset that has
-its own ``validation`` split still gets the seeded one, so numbers are comparable across tasks.
+its own ``validation`` split still gets the seeded one, so numbers are comparable across tasks. The rows are
+a function of the row count only (:func:`validation_rows`), so a local copy, a Hub download and a Hub stream
+of the same data hold out the same rows.
+
+A Hub dataset is read at one commit: its revision (branch, tag or default) is resolved to a SHA once per
+process and every read of it uses that SHA (:func:`dataset_revision`), which runs record.
 
 Images are preprocessed exactly like the base model's ``CLIPImageProcessor`` (resize shortest side, centre
 crop, normalise), batched, inside DataLoader workers; with several processes each one reads its own shard
@@ -17,6 +22,7 @@ crop, normalise), batched, inside DataLoader workers; with several processes eac
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -153,6 +159,8 @@ def load_split(spec: DatasetSpec, split: str, *, streaming: bool | None = None):
 
     ref, revision = _split_revision(spec.reference)
     local = _looks_local(ref)
+    if not local:
+        revision = dataset_revision(spec) or revision
     if local and not Path(ref).expanduser().exists():
         raise ReferenceNotFoundError(f"dataset path {ref!r} does not exist",
                                      "pass an existing local dataset directory or a Hub dataset id like user/name")
@@ -181,30 +189,69 @@ def load_split(spec: DatasetSpec, split: str, *, streaming: bool | None = None):
         raise ReferenceNotFoundError(f"dataset {spec.reference!r} could not be reached ({str(e).splitlines()[0]})",
                                      "check your network, or use a local copy of the dataset") from None
     if split in DERIVED_SPLITS:
-        ds = _derive(ds, split)
+        if local and streaming:  # the rows need the row count: choose them on the map-style copy
+            return _derive(_load_local(Path(ref).expanduser(), stored, False), split).to_iterable_dataset()
+        ds = _derive(ds, split, None if local else _stream_rows(ref, spec.config, revision, stored))
     return ds
 
 
-def _derive(train, split: str):
-    """Seeded validation split: 10 % of train, at most 5,000 examples."""
+def validation_rows(n: int) -> list[int]:
+    """The rows of a train split of ``n`` rows that form its ``validation`` split, ascending.
+
+    The first ``round(10 % · n)`` (at least 1, at most 5,000) entries of a permutation of ``range(n)`` seeded
+    with :data:`VALIDATION_SEED`: one rule for every storage, since it depends on ``n`` alone.
+    """
+    n_val = max(1, min(VALIDATION_MAX, int(round(VALIDATION_FRACTION * n))))
+    g = torch.Generator().manual_seed(VALIDATION_SEED)
+    return sorted(torch.randperm(n, generator=g)[:n_val].tolist())
+
+
+def _derive(train, split: str, num_rows: int | None = None):
+    """``validation`` (the rows of :func:`validation_rows`) or ``train-val`` (the others) of a train split;
+    a stream needs its row count ``num_rows``."""
     import datasets
 
+    n = len(train) if isinstance(train, datasets.Dataset) else num_rows
+    if n is None:
+        raise DataError("the number of rows of the streamed train split is unknown, so its validation rows "
+                        "cannot be chosen", "read the dataset without streaming, or use a copy stored as parquet")
+    val = validation_rows(n)
     if isinstance(train, datasets.Dataset):
-        n = len(train)
-        n_val = max(1, min(VALIDATION_MAX, int(round(VALIDATION_FRACTION * n))))
-        g = torch.Generator().manual_seed(VALIDATION_SEED)
-        perm = torch.randperm(n, generator=g).tolist()
-        idx = sorted(perm[:n_val]) if split == "validation" else sorted(perm[n_val:])
-        return train.select(idx)
-    # Streaming: a deterministic hash-free rule based on position, so every process agrees: every 10th
-    # example is validation (≤ 5,000 of them).
-    every = int(round(1 / VALIDATION_FRACTION))
+        if split == "validation":
+            return train.select(val)
+        chosen = set(val)
+        return train.select([i for i in range(n) if i not in chosen])
+    chosen = frozenset(val)
 
     def keep(_, idx):
-        is_val = idx % every == 0 and idx // every < VALIDATION_MAX
-        return is_val if split == "validation" else not is_val
+        return (idx in chosen) == (split == "validation")
 
     return train.filter(keep, with_indices=True)
+
+
+def _stream_rows(ref: str, config: str | None, revision: str | None, split: str) -> int | None:
+    """Rows of a split of a Hub dataset, from its card's split sizes or its parquet files' footers (range
+    requests), without reading the data; ``None`` when neither tells."""
+    import datasets
+    import fsspec
+    import pyarrow.parquet as pq
+
+    try:
+        builder = datasets.load_dataset_builder(ref, config, revision=revision)
+        splits = builder.info.splits or {}
+        if split in splits and splits[split].num_examples:
+            return int(splits[split].num_examples)
+        files = list((builder.config.data_files or {}).get(split, []))
+        if not files or not all(str(f).endswith(".parquet") for f in files):
+            return None
+        total = 0
+        for f in files:
+            with fsspec.open(str(f), "rb") as fh:
+                total += pq.ParquetFile(fh).metadata.num_rows
+        return total
+    except Exception as e:  # noqa: BLE001 - only a count: the caller says what it cannot do without it
+        logger.debug("could not count the rows of %s/%s: %s", ref, split, e)
+        return None
 
 
 def detect_columns(features, image_column: str | None = None, label_column: str | None = None
@@ -396,6 +443,7 @@ class ImageData:
         image_column: The image column used.
         label_column: The label column used (``None`` for unlabeled data).
         class_names: Names of the classes in label order (``None`` without a ``ClassLabel``).
+        revision: The commit SHA a Hub dataset was read at (``None`` for local data).
     """
 
     spec: DatasetSpec
@@ -404,6 +452,7 @@ class ImageData:
     image_column: str
     label_column: str | None
     class_names: list[str] | None
+    revision: str | None = None
 
     @property
     def num_examples(self) -> int | None:
@@ -420,7 +469,7 @@ class ImageData:
         if world_size <= 1:
             return self
         return ImageData(self.spec, self.split, split_dataset_by_node(self.dataset, rank=rank, world_size=world_size),
-                         self.image_column, self.label_column, self.class_names)
+                         self.image_column, self.label_column, self.class_names, self.revision)
 
     def loader(self, processor, batch_size: int, *, limit: int | None = None, num_workers: int = 0,
                drop_last: bool = False, with_labels: bool = True, compact: bool = False
@@ -459,7 +508,10 @@ def load_image_data(spec: DatasetSpec, split: str, *, streaming: bool | None = N
     """
     if not spec.reference:
         raise InputError("empty dataset reference")
-    ds = load_split(spec, split, streaming=streaming)
+    return _image_data(spec, split, load_split(spec, split, streaming=streaming))
+
+
+def _image_data(spec: DatasetSpec, split: str, ds) -> ImageData:
     img, lab = detect_columns(ds.features, spec.image_column, spec.label_column)
     names = class_names(ds.features, lab)
     if spec.class_names is not None:
@@ -467,22 +519,106 @@ def load_image_data(spec: DatasetSpec, split: str, *, streaming: bool | None = N
             raise DataError(f"{len(spec.class_names)} class names were given for dataset {spec.reference!r}, but its "
                             f"label column {lab!r} has {len(names)} classes", "give one name per class, in label order")
         names = list(spec.class_names)
-    data = ImageData(spec, split, ds, img, lab, names)
+    data = ImageData(spec, split, ds, img, lab, names, dataset_revision(spec))
     if data.num_examples == 0:
         raise DataError(f"split {split!r} of dataset {spec.reference!r} is empty",
                         "choose a split that holds images (e.g. train or test)")
     return data
 
 
+#: Rows kept in the shuffle buffer of a streamed sample (:func:`sample_stream`; ``datasets``' default).
+STREAM_SHUFFLE_BUFFER = 1000
+#: Shards interleaved while filling that buffer: ``datasets`` reads up to 10 at once, which for a small sample
+#: fetches the start of 10 files; 2 keep the reads bounded by the sample and still mix two shards' rows.
+STREAM_SHARDS_AT_ONCE = 2
+
+
+def sample_stream(spec: DatasetSpec, split: str, num_images: int, directory: Path, *, shuffle: bool = True,
+                  seed: int = 0, buffer_size: int = STREAM_SHUFFLE_BUFFER, progress: bool = False) -> ImageData:
+    """The first ``num_images`` examples of a split read as a stream, stored as a memory-mapped Arrow file.
+
+    With ``shuffle``, the stream goes through a seeded shuffle buffer (``buffer_size`` rows, the shard order
+    shuffled by the same seed) first; without it, the split's first rows are taken. Only the shards needed for
+    those rows are read (a Hub dataset with range requests, at its pinned commit), the images are kept as the
+    stored bytes (never re-encoded), and the result is a map-style dataset, so a run can index it, cache its
+    teacher's logits and resume exactly. The file is written once per key (reference, commit, split, sample)
+    under ``directory`` (atomically, under a lock shared by the processes of a run) and reused after.
+
+    Returns:
+        The sample as :class:`ImageData` (``revision``: the commit read, for a Hub dataset).
+
+    Raises:
+        DataError, ReferenceNotFoundError: as :func:`load_image_data`; also an empty sample.
+    """
+    import hashlib
+    import json
+
+    import datasets
+    from filelock import FileLock
+
+    stream = load_split(spec, split, streaming=True)
+    features = stream.features
+    if shuffle:
+        stream = stream.shuffle(seed=seed, buffer_size=buffer_size, max_buffer_input_shards=STREAM_SHARDS_AT_ONCE)
+    key = json.dumps([spec.reference, spec.config, dataset_revision(spec) or _local_stamp(spec), split, num_images,
+                      shuffle and [seed, buffer_size, STREAM_SHARDS_AT_ONCE]])
+    folder = Path(directory) / hashlib.sha256(key.encode()).hexdigest()[:24]
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / "data.arrow"
+    with FileLock(str(folder / ".lock")):
+        if not target.is_file():
+            _write_arrow(stream.take(num_images).decode(False), features, folder, target, progress, spec, split)
+    sample = datasets.Dataset.from_file(str(target))
+    if len(sample) == 0:
+        raise DataError(f"split {split!r} of dataset {spec.reference!r} is empty",
+                        "choose a split that holds images (e.g. train or test)")
+    logger.info("%s/%s: %d %s image(s) from a stream, in %s", spec.reference, split, len(sample),
+                "shuffled" if shuffle else "first", folder)
+    return _image_data(spec, split, sample)
+
+
+def _write_arrow(rows, features, folder: Path, target: Path, progress: bool, spec: DatasetSpec, split: str) -> None:
+    from datasets.arrow_writer import ArrowWriter
+    from tqdm.auto import tqdm
+
+    tmp = folder / f"data.arrow.{os.getpid()}.tmp"
+    writer = ArrowWriter(features=features, path=str(tmp))
+    try:
+        for i, ex in enumerate(tqdm(rows, desc=f"streaming {spec.name}/{split}", unit="img", disable=not progress)):
+            try:
+                writer.write(ex)
+            except Exception as e:  # noqa: BLE001 - an undecodable or mistyped row
+                raise _image_error(spec, split, i, e) from None
+        writer.finalize()
+    finally:
+        writer.close()
+    os.replace(tmp, target)
+
+
+def _local_stamp(spec: DatasetSpec) -> list | None:
+    """Path, size and mtime of a local dataset's files (what identifies its content for a cache key)."""
+    root = Path(_split_revision(spec.reference)[0]).expanduser().resolve()
+    files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+    return [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files]
+
+
+#: Hub dataset revisions resolved in this process: ``(repo, revision asked) -> commit SHA``.
+_REVISIONS: dict[tuple[str, str | None], str] = {}
+
+
 def dataset_revision(spec: DatasetSpec) -> str | None:
-    """Commit SHA of a Hub dataset (``None`` for local data or when offline)."""
+    """The commit SHA a Hub dataset is read at: resolved once per process, then reused by every read (``None``
+    for local data, or when the Hub can be reached neither now nor before, e.g. offline and never resolved)."""
     if spec.is_local:
         return None
     ref, rev = _split_revision(spec.reference)
-    try:
-        from .hub import resolve_dataset_revision
+    if (ref, rev) not in _REVISIONS:
+        try:
+            from .hub import resolve_dataset_revision
 
-        return resolve_dataset_revision(ref, rev)
-    except Exception as e:  # provenance only: never fail a run for it
-        logger.debug("could not resolve dataset revision of %s: %s", ref, e)
-        return None
+            _REVISIONS[(ref, rev)] = resolve_dataset_revision(ref, rev)
+        except Exception as e:  # noqa: BLE001 - datasets itself then says what is wrong with the reference
+            logger.debug("could not resolve dataset revision of %s: %s", ref, e)
+            return None
+        logger.info("dataset %s%s: commit %s", ref, f"@{rev}" if rev else "", _REVISIONS[(ref, rev)])
+    return _REVISIONS[(ref, rev)]

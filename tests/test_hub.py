@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import shutil
@@ -350,6 +351,41 @@ def test_dataset_streaming_and_revision(hub_env, models):
 
     hub_env.set_offline()
     assert hub.resolve_dataset_revision("org/colours") == sha  # from the cache's refs
+
+
+def _rows(ds) -> list[tuple[int, str]]:
+    return [(int(r["label"]), hashlib.sha256(r["image"].convert("RGB").tobytes()).hexdigest()) for r in ds]
+
+
+def test_validation_rows_are_the_same_local_streamed_and_downloaded(hub_env, tmp_path):
+    from hfdistac.data import DatasetSpec, load_split, validation_rows
+
+    data = make_image_dataset(tmp_path / "data", n_train=60, n_test=4)
+    hub_env.server.seed_repo("org/colours-val", data, repo_type="dataset")
+    local, hub_ref = DatasetSpec(str(data)), DatasetSpec("org/colours-val")
+    train = _rows(load_split(local, "train"))
+    want = [train[i] for i in validation_rows(len(train))]
+    assert 0 < len(want) < len(train)
+    for split, expected in (("validation", want), ("train-val", [r for r in train if r not in want])):
+        assert _rows(load_split(local, split)) == expected
+        assert _rows(load_split(hub_ref, split)) == expected  # streamed (the default for a Hub id)
+        assert _rows(load_split(hub_ref, split, streaming=False)) == expected  # downloaded
+        assert _rows(load_split(local, split, streaming=True)) == expected
+
+
+def test_a_dataset_revision_is_resolved_once_and_used_for_every_read(hub_env, models, tmp_path):
+    from hfdistac.data import DatasetSpec, dataset_revision, load_split
+
+    sha = hub_env.server.seed_repo("org/colours-pin", models.data, repo_type="dataset")
+    spec = DatasetSpec("org/colours-pin")
+    before = _rows(load_split(spec, "test"))
+    assert dataset_revision(spec) == sha
+    other = make_image_dataset(tmp_path / "other", n_train=12, n_test=6, seed=7)
+    hub_env.server.seed_repo("org/colours-pin", other, repo_type="dataset")  # main moves on
+    assert _rows(load_split(DatasetSpec(str(other)), "test")) != before
+    assert dataset_revision(spec) == sha
+    assert _rows(load_split(spec, "test")) == before  # still read at the first SHA
+    assert hub_env.server.requests_to(rf"^/datasets/org/colours-pin/resolve/{sha}/.*\.parquet$", "GET")
 
 
 def test_a_local_model_is_hashed_once_per_process_until_it_changes(models, tmp_path, monkeypatch):
