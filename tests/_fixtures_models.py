@@ -80,8 +80,9 @@ def make_finetuned(base: Path, path: Path, *, scale: float, seed: int, layout: s
 
 
 def make_image_dataset(path: Path, n_train: int = 48, n_test: int = 24, classes=CLASS_NAMES, seed: int = 0,
-                       image_size: int = 40) -> Path:
-    """A small colour-classification dataset as Hub-style parquet files with ClassLabel names."""
+                       image_size: int = 40, train_shards: int = 1) -> Path:
+    """A small colour-classification dataset as Hub-style parquet files with ClassLabel names (the train split
+    in ``train_shards`` files)."""
     from datasets import ClassLabel, Dataset, Features, Image
 
     rng = np.random.default_rng(seed)
@@ -100,7 +101,10 @@ def make_image_dataset(path: Path, n_train: int = 48, n_test: int = 24, classes=
         return Dataset.from_dict({"image": imgs, "label": labels.tolist()}, features=feats)
 
     (path / "data").mkdir(parents=True, exist_ok=True)
-    split(n_train).to_parquet(str(path / "data" / "train-00000-of-00001.parquet"))
+    train = split(n_train)
+    for i in range(train_shards):
+        train.shard(train_shards, i, contiguous=True).to_parquet(
+            str(path / "data" / f"train-{i:05d}-of-{train_shards:05d}.parquet"))
     split(n_test).to_parquet(str(path / "data" / "test-00000-of-00001.parquet"))
     return path
 

@@ -510,3 +510,53 @@ def test_bf16_autocast_runs_on_cpu(tiny, tmp_path):
     r = run_condition(ConditionConfig(model=str(tiny.ft_a), output=str(tmp_path / "fp32"), eval_split="none",
                                       **{**FAST, "steps": 2}))
     assert r["mixed_precision"] == "no"
+
+
+def test_condition_streams_a_bounded_sample_of_a_hub_dataset(hub_env, tiny, tmp_path):
+    """A Hub dataset is streamed: a small --num-images reads fewer than all of its 4 train shards (the server's
+    request log), the commit read is recorded, and the weights equal a run on a local copy of the same files."""
+    from tests._fixtures_models import make_image_dataset
+
+    data = make_image_dataset(tmp_path / "data", n_train=96, n_test=8, train_shards=4)
+    sha = hub_env.server.seed_repo("org/sharded", data, repo_type="dataset")
+    common = dict(model=str(tiny.ft_a), base=str(tiny.base), num_images=16, shuffle_buffer=8,
+                  **{**FAST, "batch_size": 8, "steps": 3, "eval_limit": 8})
+    hub = run_condition(ConditionConfig(data="org/sharded", output=str(tmp_path / "hub"), **common))
+    fetched = {r.path.split("/")[-1] for r in hub_env.server.requests_to(r"/train-\d+-of-00004\.parquet$", "GET")}
+    assert 1 <= len(fetched) < 4, fetched
+    assert hub["dataset_revision"] == sha and hub["num_train_examples"] == 16
+    local = run_condition(ConditionConfig(data=str(data), output=str(tmp_path / "local"), **common))
+    assert local["dataset_revision"] is None and local["num_train_examples"] == 16
+    a, b = _weights(tmp_path / "hub"), _weights(tmp_path / "local")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert hub["accuracy_after"] == local["accuracy_after"]
+
+
+def _image_folder(data: Path, folder: Path, split: str = "train") -> Path:
+    """The images of a split of a labeled dataset as a plain folder of PNG files (no labels anywhere)."""
+    from hfdistac.data import DatasetSpec, load_image_data
+
+    folder.mkdir(parents=True)
+    for i, row in enumerate(load_image_data(DatasetSpec(str(data)), split).dataset):
+        row["image"].save(folder / f"{i:04d}.png")
+    return folder
+
+
+def test_condition_on_unlabeled_images_takes_classes_from_eval_data_or_a_file(tiny, tmp_path, capsys):
+    folder = _image_folder(tiny.data, tmp_path / "images")
+    common = dict(model=str(tiny.ft_a), base=str(tiny.base), data=str(folder), **{**FAST, "steps": 2})
+    with pytest.raises(InputError, match="classes of the task are unknown") as err:
+        run_condition(ConditionConfig(output=str(tmp_path / "none"), eval_split="none", **common))
+    assert "--eval-data" in err.value.hint and "--class-names" in err.value.hint
+    r = run_condition(ConditionConfig(output=str(tmp_path / "eval"), eval_data=str(tiny.data), **common))
+    assert r["num_classes"] == 3 and r["accuracy_before"] is not None and r["accuracy_after"] is not None
+    names = tmp_path / "classes.txt"
+    names.write_text("red\ngreen\nblue\n")
+    r = run_condition(ConditionConfig(output=str(tmp_path / "file"), class_names=str(names), eval_split="none",
+                                      **common))
+    assert r["num_classes"] == 3 and "accuracy_after" not in r
+    card = (tmp_path / "file" / "README.md").read_text()
+    assert "No evaluation split was used" in card and "--class-names " in card
+    assert main(["condition", str(tiny.ft_a), "--data", str(folder), "--eval-split", "none", "--batch-size", "8",
+                 "--output", str(tmp_path / "cli")]) == 2
+    assert "classes of the task are unknown" in capsys.readouterr().err

@@ -22,7 +22,8 @@ from ..errors import InputError
 CHECKPOINT_FORMAT = "hfdistac.distac_checkpoint.v1"
 #: The settings whose change makes a checkpoint unusable (with κ, the sources and the data).
 TRAINING_KEYS = ("kappa", "teacher_temperature", "student_temperature", "beta", "max_norm_ratio", "steps", "lr",
-                 "weight_decay", "warmup_steps", "batch_size", "max_grad_norm", "seed", "train_split", "train_limit")
+                 "weight_decay", "warmup_steps", "batch_size", "max_grad_norm", "seed", "train_split", "train_limit",
+                 "num_images", "shuffle_buffer")
 
 
 def checkpoint_fingerprint(values: Mapping[str, Any]) -> str:

@@ -27,6 +27,12 @@ class ConditionConfig:
         "pretrained CLIP (Hub id or path); default: the model card's base_model (or the recipe's base)"))
     data: str | None = field(default=None, metadata=_h(
         "unlabeled images of the model's task (Hub dataset id or local path); default: the model card's dataset"))
+    eval_data: str | None = field(default=None, metadata=_h(
+        "labeled images of the same task (Hub dataset id or local path) for the before/after accuracy and, when "
+        "--data has no labels, the head's class names; default: --data itself"))
+    class_names: str | None = field(default=None, metadata=_h(
+        "text file with one class name per line, in label order: the head's classes when neither --data nor "
+        "--eval-data names them (e.g. a plain folder of images)", metavar="FILE"))
     dataset_config: str | None = field(default=None, metadata=_h("dataset configuration name (e.g. cropped_digits)"))
     image_column: str | None = field(default=None, metadata=_h(
         "the dataset's image column (default: its first Image feature)", metavar="NAME"))
@@ -83,6 +89,13 @@ class ConditionConfig:
     train_split: str = field(default="train", metadata=_h("split of --data to distil on (labels are never used)"))
     train_limit: int | None = field(default=None, metadata=_h(
         "distil on at most the first N images of the split", ge=1))
+    num_images: int | None = field(default=None, metadata=_h(
+        "read the split as a stream and distil on the first N images of a seeded shuffle (--shuffle-buffer; "
+        "only the shards needed are fetched); default for a Hub dataset: what the run reads, steps x "
+        "batch size (at most the split); for local data: the whole split, memory-mapped", ge=1))
+    shuffle_buffer: int = field(default=1000, metadata=_h(
+        "with a streamed split: rows in the seeded shuffle buffer (the stream is read until the buffer is full "
+        "before the first image is drawn)", ge=1))
     eval_split: str = field(default="test", metadata=_h(
         "split for the before/after accuracy, entropy and ECE ('none' to skip evaluation)"))
     eval_limit: int | None = field(default=512, metadata=_h(

@@ -42,6 +42,7 @@ class Inputs:
     output: Path
     checkpoint_dir: Path
     tau_layer_norms: dict | None = None  # per-layer norms of τ, kept when τ itself is freed
+    head_data: Any = None  # the split naming the head's classes (``train``, or ``--eval-data`` for unlabeled data)
 
 
 def from_recipe(config: ConditionConfig) -> tuple[ConditionConfig, list[str] | None]:
@@ -113,16 +114,39 @@ def _resolve_references(config: ConditionConfig, source) -> tuple[ConditionConfi
                          "pass --data with a Hub dataset id or a local dataset path")
     config = replace(config, model=_absolute(config.model), base=_absolute(base_ref), data=_absolute(data_ref),
                      output=str(output), reference=[_absolute(r) for r in config.reference] if config.reference
-                     else config.reference, templates=_absolute(config.templates) if config.templates else None)
+                     else config.reference, templates=_absolute(config.templates) if config.templates else None,
+                     eval_data=_absolute(config.eval_data) if config.eval_data else None,
+                     class_names=_absolute(config.class_names) if config.class_names else None)
     return config, output, checkpoint_dir
 
 
-def _load_splits(config: ConditionConfig, source) -> tuple[Any, Any | None]:
-    """The training split (map-style, ``--train-limit`` applied) and the evaluation split (or ``None``)."""
-    from ..data import DatasetSpec, load_image_data
+def _read_class_names(path: str) -> tuple[str, ...]:
+    """``--class-names FILE``: one name per line (blank lines skipped)."""
+    try:
+        names = tuple(line.strip() for line in Path(path).expanduser().read_text().splitlines() if line.strip())
+    except OSError as e:
+        raise InputError(f"cannot read --class-names {path!r}: {e.strerror or e}",
+                         "give a text file with one class name per line, in label order") from None
+    if len(names) < 2:
+        raise InputError(f"--class-names {path!r} holds {len(names)} name(s)", "give one class name per line, at least 2")
+    return names
 
-    spec = DatasetSpec(config.data, config.dataset_config, config.image_column, config.label_column)
-    train = load_image_data(spec, config.train_split, streaming=False)
+
+def _load_splits(config: ConditionConfig, source) -> tuple[Any, Any | None, Any]:
+    """The training split (``--train-limit`` applied; a sample of a stream for Hub data or ``--num-images``),
+    the evaluation split (or ``None``), and the split whose classes and name define the head."""
+    from ..data import DatasetSpec, load_image_data, sample_stream
+    from ..evaluation import default_cache_dir
+
+    names = _read_class_names(config.class_names) if config.class_names else None
+    spec = DatasetSpec(config.data, config.dataset_config, config.image_column, config.label_column, names)
+    streams = config.num_images is not None or not spec.is_local
+    if streams:
+        n = config.num_images or config.steps * config.batch_size
+        train = sample_stream(spec, config.train_split, n, default_cache_dir() / "streams", seed=config.seed,
+                              buffer_size=config.shuffle_buffer, progress=config.progress)
+    else:
+        train = load_image_data(spec, config.train_split, streaming=False)
     if config.train_limit is not None and config.train_limit < len(train.dataset):
         train = replace(train, dataset=train.dataset.select(range(config.train_limit)))
     n = len(train.dataset)
@@ -132,12 +156,31 @@ def _load_splits(config: ConditionConfig, source) -> tuple[Any, Any | None]:
     check_card_classes(source, train)
     eval_data = None
     if config.eval_split.lower() != "none":
-        eval_data = load_image_data(spec, config.eval_split, streaming=False)
+        eval_spec = spec if not config.eval_data else DatasetSpec(
+            config.eval_data, config.dataset_config if config.eval_data == config.data else None, class_names=names)
+        stream_eval = config.eval_limit and (config.num_images is not None or not eval_spec.is_local)
+        eval_data = sample_stream(eval_spec, config.eval_split, config.eval_limit, default_cache_dir() / "streams",
+                                  shuffle=False, progress=config.progress) if stream_eval \
+            else load_image_data(eval_spec, config.eval_split, streaming=False)
         if (train.class_names is not None and eval_data.class_names is not None
                 and len(train.class_names) != len(eval_data.class_names)):
-            raise DataError(f"split {config.eval_split!r} has {len(eval_data.class_names)} classes but "
-                            f"{config.train_split!r} has {len(train.class_names)}")
-    return train, eval_data
+            raise DataError(f"{eval_spec.reference!r} split {config.eval_split!r} has {len(eval_data.class_names)} "
+                            f"classes but {config.data!r} split {config.train_split!r} has {len(train.class_names)}",
+                            "evaluate on a labeled dataset of the same task (--eval-data)")
+    head_data = train
+    if train.class_names is None and eval_data is not None and eval_data.class_names is not None:
+        head_data = eval_data  # the head (its classes, its templates) is the labeled dataset's
+        train = replace(train, class_names=eval_data.class_names)
+    if train.class_names is None:
+        raise InputError(f"the classes of the task are unknown: {config.data!r} has no labels"
+                         + ("" if config.eval_split.lower() == "none" or config.eval_data
+                            else " and no --eval-data was given"),
+                         "pass --eval-data (a labeled dataset of the same task) or --class-names FILE (one name "
+                         "per line, in label order)")
+    if eval_data is not None and eval_data.label_column is None:
+        logger.warning("%s split %s has no labels: accuracy and ECE are not measured (entropy is)",
+                       eval_data.spec.reference, eval_data.split)
+    return train, eval_data, head_data
 
 
 def resolve_inputs(config: ConditionConfig) -> Inputs:
@@ -157,7 +200,7 @@ def resolve_inputs(config: ConditionConfig) -> Inputs:
         templates = load_templates_file(config.templates)
     source = load_finetuned(config.model)
     config, output, checkpoint_dir = _resolve_references(config, source)
-    train, eval_data = _load_splits(config, source)
+    train, eval_data, head_data = _load_splits(config, source)
 
     base = load_base(config.base)
     check_against_base(base, source)
@@ -176,7 +219,7 @@ def resolve_inputs(config: ConditionConfig) -> Inputs:
             reference_norms.append(global_norm(TaskVectorView(theta0, other.weights, order)))
             del other
     return Inputs(config, source, base, train, eval_data, theta0, tau, global_norm(tau), reference_norms,
-                  templates, output, checkpoint_dir)
+                  templates, output, checkpoint_dir, head_data=head_data)
 
 
 def choose_preset(config: ConditionConfig, norm: float, reference_norms: list[float] | None,

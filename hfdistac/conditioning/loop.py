@@ -153,7 +153,7 @@ def _set_up(inputs: Inputs, accelerator) -> _Setup:
     micro, accumulation = _layout(cfg, accelerator.num_processes)
     set_seed(cfg.seed)
     with accelerator.main_process_first():  # one process builds and caches the head, the others read it
-        head = head_for_task(inputs.base, inputs.train, templates=inputs.templates)
+        head = head_for_task(inputs.base, inputs.head_data or inputs.train, templates=inputs.templates)
     inputs.base.release_text_tower()  # θ₀ is in inputs.theta0; the text tower was needed for the head only
     if inputs.eval is not None:
         check_head_matches(head, inputs.eval)
@@ -284,6 +284,7 @@ def _train(setup: _Setup, inputs: Inputs, accelerator) -> dict[str, Any]:
     fingerprint = checkpoint_fingerprint({**{k: getattr(cfg, k) for k in TRAINING_KEYS}, "kappa": setup.kappa,
                                           "source": inputs.source.resolved.revision,
                                           "base": inputs.base.resolved.revision, "data": cfg.data,
+                                          "data_revision": inputs.train.revision,
                                           "n_train": n_train, "cache": setup.teacher_logits is not None})
     start_step, history, projected_steps = _resume(cfg, inputs, accelerator, setup.names, params, optimizer,
                                                    scheduler, fingerprint)

@@ -34,7 +34,8 @@ def build_report(inputs: Inputs, resolved: ConditionConfig, kappa: float, target
         "model": resolved.model, "model_revision": inputs.source.resolved.revision,
         "base": resolved.base, "base_revision": inputs.base.resolved.revision,
         "base_vision_identity": inputs.base.vision_identity,
-        "dataset": resolved.data, "dataset_config": resolved.dataset_config, "train_split": resolved.train_split,
+        "dataset": resolved.data, "dataset_revision": inputs.train.revision,
+        "dataset_config": resolved.dataset_config, "train_split": resolved.train_split,
         "num_train_examples": len(inputs.train.dataset), "eval_split": None if inputs.eval is None else
         resolved.eval_split, "num_classes": len(inputs.train.class_names or []) or None,
         "preset": resolved.preset, "kappa": kappa, "target_norm": target_norm,
@@ -69,9 +70,10 @@ def command_line(config: ConditionConfig) -> str:
     """The ``hfdistac condition`` command line that reproduces a resolved configuration."""
     defaults = ConditionConfig(model="x")
     parts = ["hfdistac condition", str(config.model)]
-    for f in ("base", "data", "dataset_config", "kappa", "target_norm", "preset", "teacher_temperature",
-              "student_temperature", "beta", "max_norm_ratio", "steps", "lr", "weight_decay", "warmup_steps", "batch_size",
-              "micro_batch_size", "max_grad_norm", "seed", "mixed_precision", "train_split", "train_limit"):
+    for f in ("base", "data", "eval_data", "class_names", "dataset_config", "kappa", "target_norm", "preset",
+              "teacher_temperature", "student_temperature", "beta", "max_norm_ratio", "steps", "lr", "weight_decay",
+              "warmup_steps", "batch_size", "micro_batch_size", "max_grad_norm", "seed", "mixed_precision",
+              "train_split", "train_limit", "num_images", "shuffle_buffer", "eval_split", "eval_limit"):
         value = getattr(config, f)
         if value is not None and value != getattr(defaults, f):
             parts.append(f"--{f.replace('_', '-')} {value}")
