@@ -38,9 +38,12 @@ Implementation notes:
 * For a finite, unaugmented dataset the teacher's logits are computed once (each process a strided shard,
   gathered in index order) and looked up by example index afterwards: no teacher forward pass per step.
   Preprocessed images are kept in memory as well when they fit (``cache_images_gb``).
-* The training split is read as a map-style (memory-mapped Arrow) dataset — Hub datasets are downloaded
-  once rather than streamed — because random access by index is what makes the global-batch order, the
-  teacher-logit cache and exact resumption possible.
+* The training split is read as a map-style (memory-mapped Arrow) dataset, because random access by index
+  is what makes the global-batch order, the teacher-logit cache and exact resumption possible. A Hub dataset
+  (or any with ``num_images``) is streamed at its pinned commit through a seeded shuffle buffer and its first
+  N images are stored once as such a file (:func:`~hfdistac.data.sample_stream`): only the shards those
+  images need are fetched. Every process of a run reads the same sample (the first process writes it, under a
+  lock; the others reuse it), so the batch order is the same as for a local copy of those images.
 * Checkpoints (``checkpoint_every``) are safetensors + JSON only (student weights, AdamW moments by parameter
   name, scheduler counters, per-process torch RNG state, step, history): nothing is pickled anywhere.
 """
