@@ -72,3 +72,56 @@ def render_card(template_name: str, context: Mapping[str, Any]) -> str:
     meta = {k: v for k, v in dict(values.pop("card_data", None) or {}).items() if v not in (None, [], {})}
     card = ModelCard.from_template(ModelCardData(**meta), template_str=template_text(template_name), **values)
     return str(card)
+
+
+# ------------------------------------------------------------------------------------------ card metadata
+def is_hub_id(ref: str | None) -> bool:
+    """Whether a reference is a Hub repo id (``owner/name[@revision]``); local paths never go into cards."""
+    from .hub import is_local_reference
+
+    return bool(ref) and not is_local_reference(ref) and ref.split("@")[0].count("/") == 1
+
+
+def public_name(ref: str) -> str:
+    """How a card names a model or dataset: a Hub id without its revision, a local one by its folder name only
+    (a card is published; the path of a folder on the machine that wrote it means nothing to its readers)."""
+    from pathlib import Path
+
+    return ref.split("@")[0] if is_hub_id(ref) else Path(str(ref).rstrip("/")).name
+
+
+def dataset_type(ref: str) -> str:
+    """``model-index`` ``dataset.type``: the Hub id, or for local data the ``datasets`` builder that reads it
+    (``parquet``, ``arrow`` for ``save_to_disk``, ``imagefolder``), as transformers' own cards do."""
+    from pathlib import Path
+
+    if is_hub_id(ref):
+        return ref.split("@")[0]
+    path = Path(ref).expanduser()
+    if path.suffix == ".parquet" or any(path.glob("**/*.parquet")):
+        return "parquet"
+    if (path / "dataset_dict.json").is_file() or (path / "state.json").is_file():
+        return "arrow"
+    return "imagefolder"
+
+
+def inherited_license(cards: list[dict]) -> str | None:
+    """The license the sources' cards declare, when they agree (``None`` when none declares one or they
+    differ: a merge of differently licensed models gets no license field of its own)."""
+    found = {str(c.get("license")).strip() for c in cards if isinstance(c, dict) and c.get("license")}
+    return found.pop() if len(found) == 1 else None
+
+
+def accuracy_result(dataset: str, name: str, split: str, value: float, label: str | None = None,
+                    config: str | None = None):
+    """One ``model-index`` accuracy entry (:class:`huggingface_hub.EvalResult`) for image classification.
+
+    The Hub groups entries by task, dataset type, config, split and revision: accuracies on local datasets of
+    the same builder (or on one dataset) share a group, so ``label`` (e.g. the task) names each metric.
+    """
+    from huggingface_hub import EvalResult
+
+    return EvalResult(task_type="image-classification", task_name="Image Classification",
+                      dataset_type=dataset_type(dataset), dataset_name=name, dataset_config=config, dataset_split=split,
+                      metric_type="accuracy", metric_value=round(float(value), 4),
+                      metric_name=f"accuracy ({label})" if label else "accuracy")

@@ -14,6 +14,7 @@ it; the token never appears in any message or log line.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import re
@@ -320,7 +321,29 @@ def read_card_metadata(resolved: ResolvedModel) -> dict:
                 meta[key] = [_local_ref(v, resolved.local_dir) for v in value]
             elif value is not None:
                 meta[key] = _local_ref(value, resolved.local_dir)
+        _local_base(meta, resolved.local_dir)
     return meta
+
+
+def _local_base(meta: dict, local_dir: Path) -> None:
+    """A local base is not named in a published card (no local paths there): for a local folder, take it from
+    the card's ``hfdistac.base`` resolved against the folder (the example suite's ``../../base``; its
+    ``hfdistac.datasets`` likewise stand in for ``datasets``), else from
+    the resolved settings an hfdistac output keeps beside its card (``hfdistac_config.json``), when that
+    folder still exists."""
+    recorded = meta.get("hfdistac") if isinstance(meta.get("hfdistac"), dict) else None
+    if recorded is not None and isinstance(recorded.get("datasets"), list) and not meta.get("datasets"):
+        meta["datasets"] = [_local_ref(v, local_dir) for v in recorded["datasets"]]
+    if recorded is not None and isinstance(recorded.get("base"), str) and recorded["base"].strip():
+        recorded["base"] = _local_ref(recorded["base"].strip(), local_dir)
+        return
+    settings = local_dir / "hfdistac_config.json"
+    try:
+        base = json.loads(settings.read_text()).get("base") if settings.is_file() else None
+    except (OSError, ValueError):
+        return
+    if isinstance(base, str) and base and (not is_local_reference(base) or Path(base).expanduser().is_dir()):
+        meta["hfdistac"] = {**(recorded or {}), "base": base}
 
 
 def card_base_model(meta: dict) -> str | None:

@@ -78,9 +78,9 @@ def fixed_merge_report() -> dict:
                    "tasks": tasks},
         "base": "openai/clip-vit-base-patch32", "base_revision": "c" * 40,
         "sources": [{"name": "svhn", "reference": "org/svhn", "revision": "d" * 40, "conditioned": True,
-                     "normalizer": "org/svhn", "norm": 2.5},
+                     "normalizer": "org/svhn", "norm": 2.5, "license": "mit"},
                     {"name": "shape", "reference": "/local/models/shape", "revision": "sha256:0123456789abcdef",
-                     "conditioned": False, "normalizer": "/local/models/shape", "norm": 2.25}],
+                     "conditioned": False, "normalizer": "/local/models/shape", "norm": 2.25, "license": "mit"}],
         "table_markdown": "| method | alpha |\n|:--|--:|\n| TSV-M | 0.6 |",
         "results": [{"method": "tsvm", "pretty_name": "TSV-M", "alpha": 0.6,
                      "alpha_selection": "grid search on the validation split (mean normalised accuracy)",
@@ -98,12 +98,17 @@ def test_merge_card_golden_and_metadata_loads_back():
 
     from hfdistac.merge_eval import merge_card
 
-    text = merge_card(fixed_merge_report())
+    text = merge_card(fixed_merge_report(), repo="org/demo-tsvm")
     card = ModelCard(text)
     assert card.data.base_model == ["org/svhn"]  # local paths never go into metadata
     assert card.data.base_model_relation == "merge" and "tsvm" in card.data.tags
+    assert card.data.datasets == ["ufldl-stanford/svhn"] and card.data.license == "mit"
     _, results = model_index_to_eval_results(card.data.to_dict()["model-index"])
-    assert [(r.dataset_name, r.metric_value) for r in results] == [("svhn", 91.25), ("shape", 80.0)]
+    assert [(r.dataset_name, r.dataset_type, r.dataset_config, r.metric_name, r.metric_value) for r in results] == [
+        ("svhn", "ufldl-stanford/svhn", "cropped_digits", "accuracy (svhn)", 91.25),
+        ("shape", "imagefolder", None, "accuracy (shape)", 80.0)]  # a local dataset: its builder
+    assert "/local/" not in text and "REPO_OR_DIR" not in text and "github.com/hfdistac" not in text
+    assert 'from_pretrained("org/demo-tsvm")' in text
     assert "arxiv.org/abs/2412.00081" in text and "@" in text  # paper link and BibTeX from the registry
     check_golden("merge_card.md", text)
 
@@ -123,14 +128,21 @@ def test_condition_card_golden_and_metadata_loads_back():
     rows = [{"label": "teacher θ₀ + τ", "norm": 12.17, "accuracy": 32.0, "entropy": 0.73, "ece": 0.3},
             {"label": "naive rescaling θ₀ + 0.181τ", "norm": 2.2, "accuracy": 31.5, "entropy": 1.1, "ece": 0.2},
             {"label": "DisTaC θ₀ + τ′", "norm": 2.5, "accuracy": 39.0, "entropy": 1.16, "ece": 0.1}]
+    from hfdistac.cards import accuracy_result
+
+    evals = [accuracy_result("org/shape-data", "shape-data", "test", r["accuracy"], label)
+             for r, label in zip(rows, ("teacher", "naive rescaling", "DisTaC"), strict=True)]
     context = {
-        "card_data": {"base_model": "org/shape-highlr", "base_model_relation": "finetune",
+        "card_data": {"base_model": "org/shape-highlr", "base_model_relation": "finetune", "license": "mit",
                       "library_name": "transformers", "tags": ["hfdistac", "distac", "task-vector", "clip"],
+                      "datasets": ["org/shape-data"], "model_name": "shape-highlr-distac", "eval_results": evals,
                       "hfdistac": {"method": "distac", "base": "openai/clip-vit-base-patch32",
                                    "base_revision": "e" * 40, "source": "org/shape-highlr",
                                    "source_revision": "f" * 40}},
         "source": "org/shape-highlr", "source_revision": "f" * 40, "source_is_local": False,
-        "base": "openai/clip-vit-base-patch32", "base_revision": "e" * 40, "dataset": "org/shape-data",
+        "base": "openai/clip-vit-base-patch32", "base_revision": "e" * 40, "base_is_local": False,
+        "dataset": "org/shape-data", "dataset_revision": "d" * 40, "accuracy_measured": True,
+        "repo": "org/shape-highlr-distac",
         "report": report, "rows": rows, "plots": ["per_layer_norms.png", "training_curves.png"],
         "paper_url": "https://arxiv.org/abs/2508.01148",
         "command": "hfdistac condition org/shape-highlr --preset norm --target-norm 2.2",
@@ -141,4 +153,8 @@ def test_condition_card_golden_and_metadata_loads_back():
     card = ModelCard(text)
     assert card.data.base_model == "org/shape-highlr" and card.data.base_model_relation == "finetune"
     assert card.data.to_dict()["hfdistac"]["base"] == "openai/clip-vit-base-patch32"
+    assert [(e.metric_name, e.metric_value, e.dataset_type) for e in card.data.eval_results] == [
+        ("accuracy (teacher)", 32.0, "org/shape-data"), ("accuracy (naive rescaling)", 31.5, "org/shape-data"),
+        ("accuracy (DisTaC)", 39.0, "org/shape-data")]
+    assert card.data.license == "mit" and "REPO_OR_DIR" not in text and "github.com/hfdistac" not in text
     check_golden("condition_card.md", text.replace(__version__, "VERSION"))

@@ -102,9 +102,11 @@ def test_cards_and_recipes(example_suite):
         for variant in ("", "-highlr", "-ls"):
             d = example_suite / "models" / f"{n}{variant}"
             meta = _front_matter(d / "README.md")
-            assert meta["base_model"] == "../../base" and meta["datasets"] == [f"../../data/{n}"]
-            assert (d / meta["base_model"]).resolve() == (example_suite / "base").resolve()
-            assert (d / meta["datasets"][0]).resolve().is_dir()
+            own = meta["hfdistac"]
+            assert "base_model" not in meta and "datasets" not in meta  # the Hub takes repo ids only there
+            assert own["base"] == "../../base" and own["datasets"] == [f"../../data/{n}"]
+            assert (d / own["base"]).resolve() == (example_suite / "base").resolve()
+            assert (d / own["datasets"][0]).resolve().is_dir()
             assert meta["license"] and "hfdistac" in meta["tags"]
         assert _front_matter(example_suite / "data" / n / "README.md")["license"]
     mismatch = fig["mismatch_task"]

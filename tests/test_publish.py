@@ -108,7 +108,9 @@ def test_push_merge_output_as_pr_and_merge_pulled_models(hub_env, tiny, tmp_path
     from huggingface_hub.repocard_data import model_index_to_eval_results
 
     _, results = model_index_to_eval_results(card.data.to_dict()["model-index"])
-    assert {r.dataset_name for r in results} == {"ft_a", "ft_b"}
+    # both tasks are scored on one local dataset: one dataset entry (type: its builder), a metric per task
+    assert {r.metric_name for r in results} == {"accuracy (ft_a)", "accuracy (ft_b)"}
+    assert {r.dataset_type for r in results} == {"parquet"}
     for content in files.values():
         assert DUMMY_TOKEN.encode() not in content
 

@@ -156,8 +156,8 @@ def _load_splits(config: ConditionConfig, source) -> tuple[Any, Any | None, Any]
     check_card_classes(source, train)
     eval_data = None
     if config.eval_split.lower() != "none":
-        eval_spec = spec if not config.eval_data else DatasetSpec(
-            config.eval_data, config.dataset_config if config.eval_data == config.data else None, class_names=names)
+        eval_spec = spec if not config.eval_data else DatasetSpec(config.eval_data, config.dataset_config,
+                                                                   class_names=names)
         stream_eval = config.eval_limit and (config.num_images is not None or not eval_spec.is_local)
         eval_data = sample_stream(eval_spec, config.eval_split, config.eval_limit, default_cache_dir() / "streams",
                                   shuffle=False, progress=config.progress) if stream_eval \

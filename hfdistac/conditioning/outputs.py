@@ -9,6 +9,7 @@ reliability plots and a README model card.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -85,7 +86,7 @@ def command_line(config: ConditionConfig) -> str:
 def write_output(inputs: Inputs, resolved: ConditionConfig, report: dict, theta: dict[str, torch.Tensor],
                  metrics: Mapping[str, dict | None]) -> None:
     """Write the output directory atomically: weights, τ′, report, resolved config, plots and the card."""
-    from ..checkpoints import save_vision_checkpoint
+    from ..checkpoints import save_full_clip, save_vision_checkpoint
     from ..outputs import atomic_output_dir, write_json
     from ..plots import curves_plot, per_layer_norms_plot, reliability_plot
     from ..task_vectors import TaskVector, per_layer_norms, save_task_vector
@@ -105,7 +106,10 @@ def write_output(inputs: Inputs, resolved: ConditionConfig, report: dict, theta:
     tau_prime = TaskVector({k: theta[k] - inputs.theta0[k] for k in theta}, provenance)
     tau_norms = inputs.tau_layer_norms["by_block"]
     with atomic_output_dir(inputs.output, resolved.overwrite) as tmp:
-        save_vision_checkpoint(tmp, inputs.base.vision_config, theta, provenance, inputs.base.image_processor)
+        if resolved.full_clip:
+            save_full_clip(tmp, inputs.base.resolved.local_dir, theta, provenance)
+        else:
+            save_vision_checkpoint(tmp, inputs.base.vision_config, theta, provenance, inputs.base.image_processor)
         save_task_vector(tau_prime, tmp / "task_vector.safetensors")
         write_json(tmp / "report.json", report)
         write_json(tmp / "hfdistac_config.json", {"command": "condition", **resolved.to_dict()})
@@ -125,21 +129,54 @@ def write_output(inputs: Inputs, resolved: ConditionConfig, report: dict, theta:
         (tmp / "README.md").write_text(_card(inputs, resolved, report, [p.name for p in plots]), encoding="utf-8")
 
 
-def _card(inputs: Inputs, resolved: ConditionConfig, report: dict, plots: list[str]) -> str:
-    from ..cards import render_card
-    from ..hub import is_local_reference
+#: Settings that name a model, dataset or file: a card shows them by public name (:func:`~hfdistac.cards.public_name`).
+_REFERENCE_FIELDS = ("model", "base", "data", "eval_data", "class_names", "templates", "output", "checkpoint_dir")
+
+
+def _public_config(resolved: ConditionConfig) -> ConditionConfig:
+    """The resolved settings as a card shows them: local paths reduced to folder names."""
+    from ..cards import public_name
+
+    changes = {f: public_name(getattr(resolved, f)) for f in _REFERENCE_FIELDS if getattr(resolved, f)}
+    if resolved.reference:
+        changes["reference"] = [public_name(r) for r in resolved.reference]
+    return replace(resolved, **changes)
+
+
+def _card_metadata(inputs: Inputs, resolved: ConditionConfig, report: dict) -> dict:
+    """The card's YAML metadata: Hub ids only, the source's license, and ``model-index`` accuracies."""
+    from pathlib import Path
+
+    from ..cards import accuracy_result, inherited_license, is_hub_id, public_name
 
     source = inputs.source.resolved
-    data_is_hub = not is_local_reference(resolved.data)
-    card_data = {
-        "base_model": source.repo_id if not source.is_local else None,
-        "base_model_relation": "finetune" if not source.is_local else None,
-        "library_name": "transformers",
-        "tags": ["hfdistac", "distac", "task-vector", "clip"],
-        "datasets": [resolved.data.split("@")[0]] if data_is_hub else None,
-        "hfdistac": {"method": "distac", "base": resolved.base, "base_revision": inputs.base.resolved.revision,
-                     "source": resolved.model, "source_revision": source.revision},
+    parent = source.repo_id if not source.is_local else (resolved.base.split("@")[0] if is_hub_id(resolved.base)
+                                                          else None)
+    eval_ref = resolved.eval_data or resolved.data
+    evals = [accuracy_result(eval_ref, public_name(eval_ref), report["eval_split"], report[f"accuracy_{suffix}"], label)
+             for suffix, label in (("before", "teacher"), ("rescaled_only", "naive rescaling"), ("after", "DisTaC"))
+             if report.get(f"accuracy_{suffix}") is not None]
+    hub_data = list(dict.fromkeys(r.split("@")[0] for r in (resolved.data, resolved.eval_data) if is_hub_id(r)))
+    hub_meta = {"method": "distac", "base": resolved.base if is_hub_id(resolved.base) else None,
+                "base_revision": inputs.base.resolved.revision, "base_vision_identity": inputs.base.vision_identity,
+                "source": resolved.model if is_hub_id(resolved.model) else None, "source_revision": source.revision}
+    return {
+        "base_model": parent, "base_model_relation": "finetune" if parent else None,
+        "license": inherited_license([inputs.source.card]), "library_name": "transformers",
+        "pipeline_tag": "zero-shot-image-classification" if resolved.full_clip else "image-feature-extraction", "tags": ["hfdistac", "distac", "task-vector", "clip"],
+        "datasets": hub_data or None, "model_name": Path(str(resolved.output)).name,
+        "eval_results": evals or None, "hfdistac": {k: v for k, v in hub_meta.items() if v is not None},
     }
+
+
+def _card(inputs: Inputs, resolved: ConditionConfig, report: dict, plots: list[str]) -> str:
+    from pathlib import Path
+
+    import yaml
+
+    from ..cards import public_name, render_card
+
+    source = inputs.source.resolved
     rows = []
     for label, suffix in (("teacher θ₀ + τ", "before"), (f"naive rescaling θ₀ + {report['kappa']:.3g}τ",
                                                          "rescaled_only"), ("DisTaC θ₀ + τ′", "after")):
@@ -147,13 +184,17 @@ def _card(inputs: Inputs, resolved: ConditionConfig, report: dict, plots: list[s
                 "after": report["norm_after"]}[suffix]
         rows.append({"label": label, "norm": norm, "accuracy": report.get(f"accuracy_{suffix}"),
                      "entropy": report.get(f"entropy_{suffix}"), "ece": report.get(f"ece_{suffix}")})
-    import yaml
-
-    config_yaml = yaml.safe_dump({k: v for k, v in resolved.to_dict().items() if v is not None}, sort_keys=False)
+    shown = _public_config(resolved)
+    config_yaml = yaml.safe_dump({k: v for k, v in shown.to_dict().items() if v is not None}, sort_keys=False)
     context = {
-        "card_data": card_data, "source": resolved.model, "source_revision": source.revision,
-        "source_is_local": source.is_local, "base": resolved.base, "base_revision": inputs.base.resolved.revision,
-        "dataset": resolved.data, "report": report, "rows": rows, "plots": plots, "paper_url": PAPER_URL,
-        "command": command_line(resolved), "config_yaml": config_yaml.strip(),
+        "card_data": _card_metadata(inputs, resolved, report), "source": shown.model,
+        "source_revision": source.revision, "source_is_local": source.is_local, "base": shown.base,
+        "base_is_local": inputs.base.resolved.is_local, "base_revision": inputs.base.resolved.revision,
+        "dataset": shown.data, "dataset_is_local": not report.get("dataset_revision") and shown.data != resolved.data,
+        "dataset_revision": report.get("dataset_revision"), "eval_dataset": public_name(resolved.eval_data)
+        if resolved.eval_data else None, "report": report, "rows": rows, "plots": plots, "paper_url": PAPER_URL,
+        "accuracy_measured": any(r["accuracy"] is not None for r in rows),
+        "repo": resolved.push_to or Path(str(resolved.output)).name, "full_clip": resolved.full_clip,
+        "command": command_line(shown), "config_yaml": config_yaml.strip(),
     }
     return render_card("condition_card.md.j2", context)

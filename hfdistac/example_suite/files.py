@@ -72,19 +72,20 @@ Generated offline by `hfdistac example-suite` (seed {seed}): {n_train} train and
 
 def model_card(task: str, variant: str, *, lr: float, steps: int, batch_size: int, label_smoothing: float,
                train_accuracy_note: str, seed: int) -> str:
-    """README.md of a fine-tuned vision tower; ``base_model`` and ``datasets`` are relative paths."""
+    """README.md of a fine-tuned vision tower. Its base and dataset are sibling folders of the suite, named by
+    relative paths in the ``hfdistac`` block (hfdistac resolves them against the model folder); ``base_model``
+    and ``datasets`` stay unset, since the Hub accepts only repo ids there and the card must upload as it is."""
     tags = ["hfdistac", "example-suite", "clip", "vision", "image-classification", "synthetic"]
     if variant == "highlr":
         tags.append("high-learning-rate")
     if variant == "ls":
         tags.append("label-smoothing")
     meta = {
-        "base_model": "../../base",
-        "datasets": [f"../../data/{task}"],
         "library_name": "transformers",
         "pipeline_tag": "image-classification",
         "license": LICENSE,
         "tags": tags,
+        "hfdistac": {"base": "../../base", "datasets": [f"../../data/{task}"]},
     }
     what = {
         "standard": "the standard fine-tuning recipe",
@@ -146,7 +147,8 @@ A miniature, offline replica of the DisTaC paper's benchmark, written by `hfdist
 - `base/`: tiny contrastively pretrained `CLIPModel` + tokenizer + image processor.
 - `data/<task>/`: Hub-style parquet datasets (`image`, `label` with `ClassLabel` names; `train`/`test`).
 - `models/<task>`, `<task>-highlr`, `<task>-ls`: fine-tuned `CLIPVisionModel`s (standard, 10× learning rate,
-  label smoothing 0.1), each with a model card naming `base_model` and `datasets`.
+  label smoothing 0.1), each with a model card naming its base and dataset (as relative paths in its
+  `hfdistac` metadata, which hfdistac resolves).
 - `recipes/original.yaml`, `norm-mismatch.yaml`, `low-confidence.yaml`: inputs for `hfdistac inspect`,
   `merge` and the demo.
 - `suite.json`: the figures below and the build's provenance.

@@ -79,7 +79,7 @@ class OutputWriter:
         """One method's directory: merged tower, report, table, recipe, config, calibrated heads, card."""
         import yaml
 
-        from ..checkpoints import save_vision_checkpoint
+        from ..checkpoints import save_full_clip, save_vision_checkpoint
         from ..heads import Head, save_head
         from ..outputs import write_json
 
@@ -91,7 +91,10 @@ class OutputWriter:
                 "method": res["method"], "alpha": repr(res["alpha"]), "params": json.dumps(res["params"], default=str),
                 "sources": json.dumps([{"name": s.name, "reference": s.reference, "revision": s.revision}
                                        for s in self.sources])}
-        save_vision_checkpoint(d, self.base.vision_config, weights, meta, self.base.image_processor)
+        if self.config.full_clip:
+            save_full_clip(d, self.base.resolved.local_dir, weights, meta)
+        else:
+            save_vision_checkpoint(d, self.base.vision_config, weights, meta, self.base.image_processor)
         if learned:
             write_coefficients(d, learned, title=f"{res['pretty_name']} coefficients")
         single = {k: v for k, v in report.items() if k not in ("results", "table_markdown")}
@@ -109,7 +112,9 @@ class OutputWriter:
                                   res["temperatures"][task.name])
                 (d / "heads").mkdir(exist_ok=True)
                 save_head(calibrated, d / "heads" / f"{task.name}.safetensors")
-        (d / "README.md").write_text(merge_card(single))
+        repo = self.config.push_to or Path(self.config.output).name
+        (d / "README.md").write_text(merge_card(single, repo=repo, subfolder=res["method"] if self.many else None,
+                                                 full_clip=self.config.full_clip))
 
     def finish(self, report: dict) -> None:
         """The top-level report, table, recipe and config of a ``--method all`` run."""
@@ -125,59 +130,70 @@ class OutputWriter:
         write_json(self.root / "hfdistac_config.json", self.config.to_dict())
 
 
-def merge_card(report: dict) -> str:
+def merge_card(report: dict, repo: str | None = None, subfolder: str | None = None, full_clip: bool = False) -> str:
     """The README model card of a merged model, rendered from ``templates/merge_card.md.j2``.
 
-    Metadata: ``base_model`` = the source models, ``base_model_relation: merge``, datasets, tags, and a
-    ``model-index`` with each task's test accuracy.
+    Metadata: ``base_model`` = the source models on the Hub, ``base_model_relation: merge``, Hub datasets,
+    the license the sources agree on, tags, and a ``model-index`` with each task's test accuracy. Local
+    models and datasets are named by their folder name only.
+
+    Args:
+        report: One method's report.
+        repo: How "How to use" names the model (the ``--push-to`` repo or the output folder's name).
+        subfolder: The method's folder inside it (``--method all``).
+        full_clip: The output is a full ``CLIPModel`` (``--full-clip``).
     """
     import yaml
-    from huggingface_hub import EvalResult
 
-    from ..cards import render_card
+    from ..cards import accuracy_result, inherited_license, is_hub_id, public_name, render_card
     from ..merging import MERGE_METHODS
 
     res = report["results"][0]
     method = MERGE_METHODS[res["method"]]
     datasets = [t.get("dataset") for t in report["recipe"]["tasks"] if t.get("dataset")]
     task_rows = {r["name"]: r for r in res.get("tasks", [])}
-    evals = []
-    for t in report["recipe"]["tasks"]:
-        if t["name"] not in task_rows:
-            continue
-        ds = t.get("dataset") or t["name"]
-        evals.append(EvalResult(task_type="image-classification",
-                                dataset_type=ds if _is_hub_id(ds) else t["name"], dataset_name=t["name"],
-                                dataset_split=t.get("test_split", "test"), metric_type="accuracy",
-                                metric_value=round(task_rows[t["name"]]["accuracy"], 4)))
+    evals = [accuracy_result(t.get("dataset") or t["name"], t["name"], t.get("test_split", "test"),
+                             task_rows[t["name"]]["accuracy"], label=t["name"], config=t.get("dataset_config"))
+             for t in report["recipe"]["tasks"] if t["name"] in task_rows]
     sources = [s["reference"] for s in report["sources"]]
-    hub_sources = [s.split("@")[0] for s in sources if _is_hub_id(s)]
+    hub_sources = [s.split("@")[0] for s in sources if is_hub_id(s)]
+    model_name = f"{report['recipe'].get('name', 'merge')}-{res['method']}"
     card_data = dict(
         base_model=hub_sources or None, base_model_relation="merge" if hub_sources else None,
-        datasets=[d.split("@")[0] for d in datasets if _is_hub_id(d)] or None, library_name="transformers",
-        pipeline_tag="image-feature-extraction",
-        tags=["hfdistac", res["method"], "task-vector", "model-merging", "clip"],
-        model_name=f"{report['recipe'].get('name', 'merge')}-{res['method']}",
+        license=inherited_license([{"license": s.get("license")} for s in report["sources"]]),
+        datasets=list(dict.fromkeys(d.split("@")[0] for d in datasets if is_hub_id(d))) or None,
+        library_name="transformers",
+        pipeline_tag="zero-shot-image-classification" if full_clip else "image-feature-extraction",
+        tags=["hfdistac", res["method"], "task-vector", "model-merging", "clip"], model_name=model_name,
         eval_results=evals or None,
-        hfdistac={"method": res["method"], "base": report["base"], "base_revision": report["base_revision"],
-                  "alpha": res["alpha"]})
+        hfdistac={k: v for k, v in {"method": res["method"], "base": report["base"] if is_hub_id(report["base"]) else
+                                    None, "base_revision": report["base_revision"], "alpha": res["alpha"]}.items()
+                  if v is not None})
     calibration = [t for t in res.get("tasks", []) if "temperature" in t]
+    shown_sources = [{**s, "reference": public_name(s["reference"]), "is_local": not is_hub_id(s["reference"])}
+                     for s in report["sources"]]
     return render_card("merge_card.md.j2", {
         "card_data": card_data, "title": f"{method.pretty_name} merge of {len(sources)} CLIP task vectors",
-        "sources": report["sources"], "method": method, "base": report["base"],
+        "sources": shown_sources, "method": method, "base": public_name(report["base"]),
+        "base_is_local": not is_hub_id(report["base"]),
         "base_revision": report["base_revision"], "alpha": res["alpha"], "alpha_selection": res["alpha_selection"],
-        "fixed_alpha": res["alpha_selection"].startswith("given"),
+        "fixed_alpha": res["alpha_selection"].startswith("given"), "repo": repo or model_name, "subfolder": subfolder, "full_clip": full_clip,
         "table": report.get("table_markdown") or "_not evaluated (merged without data)_",
         "calibration": calibration, "params": json.dumps(res["params"], default=str),
         "coefficients": _coefficient_rows(res),
-        "recipe_yaml": yaml.safe_dump(report["recipe"], sort_keys=False).strip()})
+        "recipe_yaml": yaml.safe_dump(_public_recipe(report["recipe"]), sort_keys=False).strip()})
 
 
-def _is_hub_id(ref: str) -> bool:
-    """Whether a reference is a Hub repo id (local paths never go into card metadata)."""
-    from ..hub import is_local_reference
+def _public_recipe(recipe: Mapping[str, Any]) -> dict:
+    """The recipe as a card shows it: local models and datasets by folder name."""
+    from ..cards import public_name
 
-    return not is_local_reference(ref) and ref.split("@")[0].count("/") == 1
+    out = dict(recipe)
+    if out.get("base"):
+        out["base"] = public_name(out["base"])
+    out["tasks"] = [{k: public_name(v) if k in ("model", "dataset", "normalizer") and isinstance(v, str) else v
+                     for k, v in t.items()} for t in recipe.get("tasks", [])]
+    return out
 
 
 def write_coefficients(directory: Path, result: Mapping[str, Any], title: str = "Learned coefficients") -> None:

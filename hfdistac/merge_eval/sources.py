@@ -24,6 +24,7 @@ class TaskSource:
     conditioned: bool
     normalizer: str
     norm: float
+    license: str | None = None  # as the source's card declares it
 
 
 def task_vector_for(reference: str, base, scratch: Path, name: str, theta0=None):
@@ -60,14 +61,24 @@ def task_vector_for(reference: str, base, scratch: Path, name: str, theta0=None)
         # keys and shapes from the file's header: no tensor data is read to check them
         header = {k: torch.empty(shape, device="meta") for k, shape in tensor_shapes(tv).items()}
         check_compatible(theta0, header, (f"base {base.resolved.reference!r}", f"task vector {reference!r}"))
-        return tv, TaskSource(name, reference, resolved.revision, True, "", tv.norm())
+        return tv, TaskSource(name, reference, resolved.revision, True, "", tv.norm(), _license(resolved))
     ft = load_finetuned(reference)
     check_against_base(base, ft)
     tv = compute_task_vector(theta0, ft.weights, {"source": reference, "source_revision": resolved.revision})
     tv.save(path)
     del ft, tv
     lazy = load_task_vector(path)
-    return lazy, TaskSource(name, reference, resolved.revision, False, "", lazy.norm())
+    return lazy, TaskSource(name, reference, resolved.revision, False, "", lazy.norm(), _license(resolved))
+
+
+def _license(resolved) -> str | None:
+    from ..hub import read_card_metadata
+
+    try:
+        value = read_card_metadata(resolved).get("license")
+    except Exception:  # noqa: BLE001 - provenance only: a card that cannot be read declares nothing
+        return None
+    return str(value) if value else None
 
 
 def build_task_vectors(recipe, base, theta0, scratch: Path, *, progress: bool = True) -> tuple[list, list[TaskSource]]:
