@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -351,15 +352,53 @@ def load_finetuned(reference: str, *, token: str | None = None, lazy: bool = Fal
     Args:
         reference: ``repo_id[@revision]`` or a local directory.
         token: Hub token (default: the standard HF auth).
-        lazy: Read the weights tensor by tensor on access (:class:`LazyVisionWeights`) instead of all at once.
+        lazy: Read the weights tensor by tensor on access (:class:`LazyVisionWeights`) instead of all at once
+            (a LoRA adapter is always read at once).
+
+    A PEFT LoRA adapter (``adapter_config.json`` + ``adapter_model.safetensors``) is read as θ₀ + s·B·A, θ₀
+    being the base it names (:mod:`hfdistac.adapters`).
     """
+    from .adapters import is_adapter
     from .hub import read_card_metadata, require_safetensors, resolve_model
 
     resolved = resolve_model(reference, token=token)
+    if is_adapter(resolved.local_dir):
+        return _load_lora(resolved, token)
     require_safetensors(resolved)  # a pickle-only Hub repo has no weights downloaded: say why
     cfg = vision_config(resolved.local_dir)
     weights = LazyVisionWeights(resolved.local_dir) if lazy else read_vision_weights(resolved.local_dir)
     return FinetunedModel(resolved, cfg, weights, read_card_metadata(resolved))
+
+
+def _load_lora(resolved, token) -> FinetunedModel:
+    """A PEFT LoRA adapter as a fine-tuned tower: θ₀ + s·B·A, θ₀ from the base the adapter names
+    (:mod:`hfdistac.adapters`)."""
+    from .adapters import lora_task_vector, read_adapter_config
+    from .errors import ReferenceNotFoundError
+    from .hub import card_base_model, read_card_metadata, resolve_model
+
+    cfg = read_adapter_config(resolved.local_dir, resolved.reference)
+    card = read_card_metadata(resolved)
+    base_ref = cfg.get("base_model_name_or_path") or card_base_model(card)
+    if not base_ref:
+        raise CheckpointError(f"adapter {resolved.reference!r} names no base model (base_model_name_or_path)",
+                              "set base_model_name_or_path in its adapter_config.json to the base's Hub id or path")
+    try:
+        base = resolve_model(base_ref, token=token)
+    except ReferenceNotFoundError as e:
+        raise CheckpointError(f"the base {base_ref!r} of adapter {resolved.reference!r} cannot be found ({e})",
+                              "set base_model_name_or_path in its adapter_config.json to the base's Hub id or "
+                              "local path") from None
+    theta0 = read_vision_weights(base.local_dir)
+    tau = lora_task_vector(resolved.local_dir, cfg, resolved.reference)
+    for key, delta in tau.items():
+        if key not in theta0 or theta0[key].shape != delta.shape:
+            raise CheckpointError(f"adapter {resolved.reference!r} does not fit its base {base_ref!r}: {key} is "
+                                  f"{tuple(delta.shape)} in the adapter, "
+                                  f"{tuple(theta0[key].shape) if key in theta0 else 'absent'} in the base")
+        theta0[key] = theta0[key] + delta
+    card.setdefault("base_model", base_ref)
+    return FinetunedModel(resolved, vision_config(base.local_dir), theta0, card)
 
 
 def load_base(reference: str, *, token: str | None = None) -> BaseModel:
@@ -410,6 +449,47 @@ def check_against_base(base: BaseModel, model: FinetunedModel) -> None:
     check_configs_match(base.vision_config, model.config, names)
     weights = model.weights.shapes() if isinstance(model.weights, LazyVisionWeights) else model.weights
     check_compatible(base.parameter_shapes, weights, names)
+
+
+#: Files of the base copied into a full-CLIP output (configuration, tokenizer, processor).
+FULL_CLIP_FILES = ("config.json", "preprocessor_config.json", "processor_config.json", "tokenizer.json",
+                   "tokenizer_config.json", "vocab.json", "merges.txt", "special_tokens_map.json", "added_tokens.json")
+
+
+def save_full_clip(directory: Path, base_dir: Path, weights: Weights, metadata: dict[str, str] | None = None) -> None:
+    """Write a full ``CLIPModel``: ``weights`` (canonical vision keys) as its vision tower, every other tensor (text
+    tower, both projections, ``logit_scale``) and the configuration, tokenizer and processor files from the base.
+
+    ``CLIPModel.from_pretrained``, ``CLIPVisionModel.from_pretrained`` and
+    ``pipeline("zero-shot-image-classification", model=directory)`` all load the result.
+
+    Raises:
+        CheckpointError: the base is not a full ``CLIPModel`` checkpoint whose vision keys match ``weights``.
+    """
+    from safetensors import safe_open
+
+    directory, base_dir = Path(directory), Path(base_dir)
+    tensors: dict[str, torch.Tensor] = {}
+    vision_keys = set()
+    for f in weight_files(base_dir):
+        with safe_open(str(f), framework="pt") as fh:
+            for key in fh.keys():
+                if key.startswith(VISION_PREFIX):
+                    vision_keys.add(key)
+                elif canonical_vision_key(key) is None and not key.endswith("position_ids"):
+                    tensors[key] = fh.get_tensor(key)
+    missing = set(weights) - vision_keys
+    if not any(k.startswith("text_model.") for k in tensors) or missing:
+        raise CheckpointError(f"--full-clip needs the base {str(base_dir)!r} as a full CLIPModel checkpoint whose "
+                              f"vision tower is keyed like the output's ({len(missing)} key(s) differ)",
+                              "drop --full-clip to write the vision tower alone")
+    tensors.update(weights)
+    directory.mkdir(parents=True, exist_ok=True)
+    for name in FULL_CLIP_FILES:
+        if (base_dir / name).is_file():
+            shutil.copyfile(base_dir / name, directory / name)
+    meta = {"format": "pt", **{k: v if isinstance(v, str) else json.dumps(v) for k, v in (metadata or {}).items()}}
+    save_safetensors(tensors, directory / "model.safetensors", meta, what="the full CLIP model to be written")
 
 
 def save_vision_checkpoint(directory: Path, vcfg, weights: Weights, metadata: dict[str, str] | None = None,

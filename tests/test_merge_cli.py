@@ -171,3 +171,33 @@ def test_merge_says_how_many_forward_passes_and_how_long(tiny, tmp_path, capsys)
     # 3 tasks x (24 test + 5 validation images): zero-shot 72, individual 15 + 72, alpha search 3 x 15, test 72
     assert "about 276 image forward passes" in err and "--alpha-grid" in err and "--val-limit" in err
     assert "images/s on the first evaluation; the whole evaluation will take about" in err
+
+
+def test_full_clip_outputs_run_in_the_zero_shot_pipeline(tiny, tmp_path):
+    """--full-clip: merge and condition write a full CLIPModel (new vision tower, the base's text tower,
+    projections, tokenizer, processor) that transformers' zero-shot pipeline runs as it is."""
+    from PIL import Image
+    from safetensors.torch import load_file
+    from transformers import pipeline
+
+    from hfdistac.conditioning import ConditionConfig, run_condition
+    from hfdistac.merge_eval import MergeConfig, run_merge
+
+    recipe = write_recipe(tmp_path / "r.yaml", tiny)
+    merged = tmp_path / "merged"
+    run_merge(MergeConfig(recipe=str(recipe), method="task_arithmetic", alpha=0.3, weights_only=True,
+                          output=str(merged), full_clip=True, progress=False))
+    conditioned = tmp_path / "conditioned"
+    run_condition(ConditionConfig(model=str(tiny.ft_a), base=str(tiny.base), data=str(tiny.data), steps=2,
+                                  batch_size=8, eval_split="none", output=str(conditioned), full_clip=True,
+                                  progress=False))
+    base = load_file(str(tiny.base / "model.safetensors"))
+    image = Image.new("RGB", (40, 40), (220, 30, 30))
+    for out in (merged, conditioned):
+        weights = load_file(str(out / "model.safetensors"))
+        assert {k for k in base if not k.endswith("position_ids")} <= set(weights)
+        assert all(torch.equal(weights[k], base[k]) for k in base if k.startswith(("text_model.", "text_projection")))
+        assert not all(torch.equal(weights[k], base[k]) for k in base if k.startswith("vision_model.encoder"))
+        scores = pipeline("zero-shot-image-classification", model=str(out))(image, candidate_labels=["red", "blue"])
+        assert {s["label"] for s in scores} == {"red", "blue"} and abs(sum(s["score"] for s in scores) - 1) < 1e-5
+        assert "zero-shot-image-classification" in (out / "README.md").read_text()

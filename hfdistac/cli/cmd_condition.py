@@ -16,6 +16,13 @@ EXAMPLES = """\
   hfdistac condition --recipe example-suite/recipes/norm-mismatch.yaml --task colour --output colour-distac
   # the same, keeping the result within 15 % of the target norm (hfdistac extension, not in the paper)
   hfdistac condition --recipe example-suite/recipes/norm-mismatch.yaml --task colour --max-norm-ratio 1.15
+  # a Hub dataset is streamed: distil on the first 8,000 images of a seeded shuffle (only their shards fetched)
+  hfdistac condition ./my-svhn-model --data ufldl-stanford/svhn --dataset-config cropped_digits --num-images 8000
+  # unlabeled images (a plain folder): class names and accuracy from a labeled dataset of the same task
+  hfdistac condition ./my-svhn-model --data ./unlabeled-svhn/ --eval-data ufldl-stanford/svhn \
+      --dataset-config cropped_digits
+  # a full CLIPModel out, for transformers' zero-shot-image-classification pipeline
+  hfdistac condition ./my-smoothed-model --preset confidence --full-clip --output smoothed-clip
   # two processes (CPU shown; on GPUs drop ACCELERATE_USE_CPU and --multi_gpu picks them up)
   ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes 2 -m hfdistac.cli condition \\
       ./model --preset confidence --output out --checkpoint-every 100   # later: add --resume"""

@@ -36,6 +36,7 @@ COMMAND = Command(
       hfdistac merge recipe.yaml --method regmean --regmean-examples 256 --output merged-regmean
       hfdistac merge recipe.yaml --method ties --density 0.2 --calibrate --output out --push-to user/merged
       hfdistac merge recipe.yaml --method task_arithmetic --alpha 0.3 --weights-only --output weights-only
+      hfdistac merge recipe.yaml --method tsvm --full-clip --output merged-clip   # runs in the zero-shot pipeline
 
     The evaluation can take long (every alpha of every method on every task); the command says first how many
     forward passes it will make and, after the first batches, how long they will take. To cut it:

@@ -119,6 +119,10 @@ class ConditionConfig:
     output: str | None = field(default=None, metadata=_h(
         "output directory, written atomically (default: ./<model name>-distac)", metavar="DIR"))
     overwrite: bool = field(default=False, metadata=_h("replace an existing --output directory"))
+    full_clip: bool = field(default=False, metadata=_h(
+        "write a full CLIPModel (the new vision tower + the base's text tower, projections, tokenizer and "
+        "processor) instead of the vision tower alone, so transformers' zero-shot-image-classification "
+        "pipeline runs on the output"))
     push_to: str | None = field(default=None, metadata=_h("also publish the output to this Hub model repo",
                                                           metavar="REPO_ID"))
     private: bool = field(default=False, metadata=_h("with --push-to: create the repo private"))

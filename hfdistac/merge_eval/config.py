@@ -102,6 +102,10 @@ class MergeConfig:
         "output directory (merged model, report.json, results.md, recipe, card); with --method all one "
         "sub-directory per method", metavar="DIR"))
     overwrite: bool = field(default=False, metadata=_h("replace an existing --output directory"))
+    full_clip: bool = field(default=False, metadata=_h(
+        "write a full CLIPModel (the new vision tower + the base's text tower, projections, tokenizer and "
+        "processor) instead of the vision tower alone, so transformers' zero-shot-image-classification "
+        "pipeline runs on the output"))
     push_to: str | None = field(default=None, metadata=_h("push the merged model to this Hub repo (one method only)",
                                                           metavar="REPO"))
     private: bool = field(default=False, metadata=_h("create the --push-to repo as private"))
