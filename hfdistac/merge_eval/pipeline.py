@@ -102,6 +102,7 @@ def _merge_and_evaluate(config: MergeConfig, recipe, base, device, scratch: Path
                                     grid=config.alpha_grid, merged=merged, normalizers=normalizers["validation"],
                                     label=f"{name}: alpha search", progress=config.progress))
             merged.set_weights(tau, res["alpha"])
+            del tau  # the tower holds θ₀ + α·τ now: no second copy while it is evaluated and written
             if not config.weights_only:
                 scores, test_logits = evaluate_on_test(merged, normalizers["test"])  # 5
                 res.update(scores)
@@ -109,7 +110,7 @@ def _merge_and_evaluate(config: MergeConfig, recipe, base, device, scratch: Path
                     calibrate(merged, res, test_logits)  # 6
             report["results"].append(res)
             writer.method(report, res, merged.current_weights(), learned)  # 7
-            del tau, learned
+            del learned
         report["table_markdown"] = results_table(report) if not config.weights_only else ""
         writer.finish(report)
     return report
