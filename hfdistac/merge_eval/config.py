@@ -81,8 +81,9 @@ class MergeConfig:
         "SAMerging: unlabeled batches cached per task from its train split", ge=1))
     sam_batch_size: int = field(default=16, metadata=_h("SAMerging: images per task and step", ge=1))
     sam_tasks_per_pass: int | None = field(default=None, metadata=_h(
-        "SAMerging: tasks whose batches go through the model together (default: all, one pass); fewer bound the "
-        "memory of the activations at the same gradient (8 tasks x 16 ViT-B/32 images need ~4.7 GB at once)", ge=1))
+        "SAMerging: tasks whose batches go through the model together; fewer bound the memory of the activations "
+        "at the same gradient (8 tasks x 16 ViT-B/32 images need ~4.7 GB at once, one task's 16 ~0.6 GB); default: "
+        "all tasks in one pass on a GPU, on the CPU as many as make 16 images", ge=1))
     released_sam: bool = field(default=False, metadata=_h(
         "SAMerging: reproduce the released code, whose SAM second pass reuses the unperturbed merged weights "
         "(so it is plain Adam); default: re-merge at Lambda + epsilon"))

@@ -61,10 +61,24 @@ def unlabeled_batches(config: MergeConfig, base, tasks, train_data: Mapping[str,
     return out
 
 
+#: Images per forward pass of SAMerging on the CPU when ``--sam-tasks-per-pass`` is not given: at ViT-B/32,
+#: 16 images of one task hold ~0.6 GB of activations for the backward pass, all 8 tasks' 128 images ~4.7 GB.
+SAM_CPU_IMAGES_PER_PASS = 16
+
+
+def sam_tasks_per_pass(config: MergeConfig, device: torch.device) -> int | None:
+    """``--sam-tasks-per-pass``, or its default: every task in one pass on a GPU (``None``), on the CPU as many
+    tasks as fit :data:`SAM_CPU_IMAGES_PER_PASS` images (at least one). The gradient is the same either way."""
+    if config.sam_tasks_per_pass is not None or device.type != "cpu":
+        return config.sam_tasks_per_pass
+    return max(1, SAM_CPU_IMAGES_PER_PASS // config.sam_batch_size)
+
+
 def samerging_data(config: MergeConfig, base, theta0: Mapping[str, torch.Tensor], tasks, train_data: Mapping[str, Any],
-                   device: torch.device):
+                   device: torch.device, module=None):
     """Build the :class:`~hfdistac.merging.samerging.SAMergingData` of a recipe: per task
-    ``batches_per_task`` cached batches of ``sam_batch_size`` unlabeled images (:func:`unlabeled_batches`)."""
+    ``batches_per_task`` cached batches of ``sam_batch_size`` unlabeled images (:func:`unlabeled_batches`);
+    ``module`` is lent to it to run the merged weights through (the evaluation model)."""
     from ..merging.samerging import SAMergingData, SAMergingTask
 
     batches = unlabeled_batches(config, base, tasks, train_data, images=config.batches_per_task * config.sam_batch_size,
@@ -74,7 +88,8 @@ def samerging_data(config: MergeConfig, base, theta0: Mapping[str, torch.Tensor]
 
     return SAMergingData(base=theta0, vision_config=base.vision_config, tasks=sam_tasks, device=device,
                          mixed_precision=config.mixed_precision, progress=config.progress,
-                         decode=PixelCodec(base.image_processor).decode, tasks_per_pass=config.sam_tasks_per_pass)
+                         decode=PixelCodec(base.image_processor).decode,
+                         tasks_per_pass=sam_tasks_per_pass(config, torch.device(device)), module=module)
 
 
 #: Images per batch when the unlabeled images of RegMean's Gram step go through a tower (FusionBench's 32).
@@ -168,7 +183,8 @@ def merge_with(method_name: str, tvs, config: MergeConfig, merged: MergedModel |
         params, chosen_lambdas = _consensus_params(config, tvs, None if config.weights_only else merged)
     if method_name == "samerging":
         params.update(samerging_params(config))
-        extra = {"data": samerging_data(config, base, merged.theta0, merged.tasks, train_data, merged.device),
+        extra = {"data": samerging_data(config, base, merged.theta0, merged.tasks, train_data, merged.device,
+                                        module=merged.model),
                  "result": {}}
     params.update(_data_free_params(method_name, config))
     if method_name in ("regmean", "regmean_plusplus"):

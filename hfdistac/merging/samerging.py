@@ -122,6 +122,9 @@ class SAMergingData:
         tasks_per_pass: Tasks whose batches go through the model together (default ``None``: all of them, one
             forward pass, as the method is specified); fewer bound the activations' memory (8 tasks × 16
             ViT-B/32 images need ~4.7 GB at once) at the same gradient, summed in another order.
+        module: A ``CLIPVisionModel`` of θ₀'s architecture, on ``device``, to run with ``functional_call`` (its
+            own weights are never read or changed, so a caller's evaluation model can be lent; default: one is
+            built from ``base``, one more copy of the tower).
     """
 
     base: Mapping[str, torch.Tensor] = field(repr=False)
@@ -134,6 +137,7 @@ class SAMergingData:
     decode: Any = field(default=None, repr=False)
     stream_task_vectors: bool | None = None
     tasks_per_pass: int | None = None
+    module: Any = field(default=None, repr=False)
 
 
 # ------------------------------------------------------------------------------------------------ params
@@ -280,8 +284,9 @@ class CoefficientObjective:
         self.objective, self.temperature = objective, float(temperature)
         self.keys = keys
         self.task_names = [t.name for t in data.tasks]
-        self.model = build_vision_model(data.vision_config, dict(data.base)).to(self.device).eval()
-        self.model.requires_grad_(False)
+        self.model = data.module if data.module is not None else \
+            build_vision_model(data.vision_config, dict(data.base)).to(self.device)
+        self.model.eval().requires_grad_(False)
         module_params = dict(self.model.named_parameters())
         self.module_names = [module_key(k) for k in keys]
         unknown = [k for k in self.module_names if k not in module_params]
