@@ -269,7 +269,7 @@ class CoefficientObjective:
 
     def __init__(self, task_vectors: TaskVectors, data: SAMergingData, *, objective: str = "kd",
                  temperature: float = 2.0, batches_per_task: int = 100, batch_size: int = 16):
-        from ..checkpoints import build_vision_model, module_key
+        from ..checkpoints import VISION_PREFIX, build_vision_model, module_key
 
         keys = check_task_vectors(task_vectors)
         if len(data.tasks) != len(task_vectors):
@@ -295,6 +295,14 @@ class CoefficientObjective:
         # θ₀ and the task vectors, stacked once per parameter: stacked[l] is [T, numel_l].
         self.base = [data.base[k].detach().to(self.device, torch.float32).reshape(-1) for k in keys]
         self.shapes = [tuple(data.base[k].shape) for k in keys]
+        # The merged weights live in the module's own parameters (written in place, gradients accumulated in
+        # their .grad): no second copy of the tower. Parameters no task vector touches are θ₀ (a lent module may
+        # hold other weights).
+        self.params = [module_params[n] for n in self.module_names]
+        with torch.no_grad():
+            for name, p in module_params.items():
+                if name not in set(self.module_names) and VISION_PREFIX + name in data.base:
+                    p.copy_(data.base[VISION_PREFIX + name])
         self.task_vectors = task_vectors
         # Task vectors stacked per parameter ([T, numel]) are read every step; in memory they are T copies of
         # the tower (2.8 GB for 8 ViT-B/32 tasks). Lazy (file-backed) task vectors larger than
@@ -335,17 +343,23 @@ class CoefficientObjective:
 
     # -- weights
     def merged_weights(self, lam: torch.Tensor) -> list[torch.Tensor]:
-        """θ(Λ) per parameter (flattened, detached): θ₀_l + Λ[:, l] @ τ_l."""
+        """Set the module to θ(Λ): θ₀_l + Λ[:, l] @ τ_l per parameter, in place; returns its parameters."""
         with torch.no_grad():
-            return [torch.addmv(b, s.T, lam[:, i]) for i, (b, s) in enumerate(zip(self.base, self.stacked,
-                                                                                   strict=True))]
+            for i, (b, s) in enumerate(zip(self.base, self.stacked, strict=True)):
+                torch.addmv(b, s.T, lam[:, i], out=self.params[i].view(-1))
+        return self.params
 
     def _forward(self, flat_weights: Sequence[torch.Tensor], pixels: torch.Tensor) -> torch.Tensor:
+        """Pooled output with the module's own parameters (:meth:`merged_weights`), or with other weights (flat,
+        one per parameter, e.g. built inside an autograd graph) through ``functional_call``."""
         from ..evaluation import autocast_context
 
-        params = {n: w.view(s) for n, w, s in zip(self.module_names, flat_weights, self.shapes, strict=True)}
         with autocast_context(self.device, self.mixed_precision):
-            out = torch.func.functional_call(self.model, params, args=(), kwargs={"pixel_values": pixels})
+            if flat_weights is self.params:
+                out = self.model(pixel_values=pixels)
+            else:
+                params = {n: w.view(s) for n, w, s in zip(self.module_names, flat_weights, self.shapes, strict=True)}
+                out = torch.func.functional_call(self.model, params, args=(), kwargs={"pixel_values": pixels})
         return out.pooler_output.float()
 
     # -- teachers
@@ -354,10 +368,10 @@ class CoefficientObjective:
         """Logits of teacher_t = θ₀ + τ_t on every cached batch of task t, one teacher at a time."""
         self.teacher_logits = []
         for t in range(self.num_tasks):
-            teacher = [b + s[t] for b, s in zip(self.base, self.stacked, strict=True)]
-            self.teacher_logits.append([self.heads[t].logits(self._forward(teacher, self.decode(x).to(self.device)))
+            for p, b, s in zip(self.params, self.base, self.stacked, strict=True):  # the module holds θ₀ + τ_t
+                torch.add(b, s[t], out=p.view(-1))
+            self.teacher_logits.append([self.heads[t].logits(self._forward(self.params, self.decode(x).to(self.device)))
                                         .float() for x in self.batches[t]])
-            del teacher  # the expert's weights exist only inside this loop
 
     # -- objective
     def batch(self, indices: Sequence[int]) -> tuple[torch.Tensor, list[int], list[torch.Tensor] | None]:
@@ -405,25 +419,28 @@ class CoefficientObjective:
         Returns:
             ``(loss, grad)``, both detached; in several processes both are averaged over them.
         """
-        weights = [w.requires_grad_() for w in self.merged_weights(weights_at if weights_at is not None else lam)]
+        weights = self.merged_weights(weights_at if weights_at is not None else lam)
+        for w in weights:
+            w.requires_grad_(True)
+            w.grad = None
         per_pass = self.tasks_per_pass or len(sizes)
-        if per_pass >= len(sizes):
-            loss = self.loss_from_weights(weights, pixels, sizes, targets)
-            grads = torch.autograd.grad(loss, weights)
-        else:  # a few tasks at a time: the same loss and gradient, summed over the passes
-            loss, grads, offset = None, None, 0
+        loss, offset = None, 0
+        try:
+            # a few tasks at a time when per_pass < T: the same loss, and the gradient summed in .grad
             for first in range(0, len(sizes), per_pass):
                 part = list(sizes[first:first + per_pass])
                 part_loss = self.loss_from_weights(weights, pixels[offset:offset + sum(part)], part,
                                                    targets[first:first + per_pass] if targets is not None else None,
                                                    first_task=first)
-                part_grads = torch.autograd.grad(part_loss, weights)
+                part_loss.backward()
                 offset += sum(part)
                 loss = part_loss.detach() if loss is None else loss + part_loss.detach()
-                grads = list(part_grads) if grads is None else [a.add_(b) for a, b in zip(grads, part_grads,
-                                                                                          strict=True)]
-        grad = torch.stack([s @ g for s, g in zip(self.stacked, grads, strict=True)], dim=1)  # [T, L]
-        loss = loss.detach()
+            grad = torch.stack([s @ w.grad.reshape(-1) for s, w in zip(self.stacked, weights, strict=True)],
+                               dim=1)  # [T, L]
+        finally:
+            for w in weights:
+                w.grad = None
+                w.requires_grad_(False)
         _all_reduce_mean(grad)
         _all_reduce_mean(loss)
         return loss, grad
