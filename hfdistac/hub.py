@@ -639,10 +639,16 @@ def _status(err: BaseException) -> int | None:
     return getattr(response, "status_code", None)
 
 
+def _xet_unsupported(err: BaseException) -> bool:
+    """An upload through Xet to an endpoint that does not serve it (a 404 on its ``xet-write-token`` route):
+    huggingface_hub picks Xet whenever ``hf_xet`` is installed; self-hosted or mirror endpoints may lack it."""
+    return "xet-write-token" in str(err) and ("404" in str(err) or _status(err) == 404)
+
+
 def _is_transient(err: BaseException) -> bool:
     from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
 
-    if isinstance(err, OfflineModeIsEnabled):
+    if isinstance(err, OfflineModeIsEnabled) or _xet_unsupported(err):
         return False
     if isinstance(err, HfHubHTTPError):
         status = _status(err)
@@ -689,6 +695,10 @@ def _translate(err: BaseException, *, what: str, token: str | bool | None, readi
                                  "directory instead")
         return HubError(f"cannot write to {what}: offline mode is on (HF_HUB_OFFLINE=1)",
                         hint="unset HF_HUB_OFFLINE (or set HF_HUB_OFFLINE=0) to push")
+    if _xet_unsupported(err):
+        return HubError(_scrub(f"the Hub at {endpoint} does not accept Xet uploads, which huggingface_hub uses "
+                               f"for {what} because hf_xet is installed", token),
+                        hint="set HF_HUB_DISABLE_XET=1 to upload through plain LFS instead")
     if isinstance(err, RevisionNotFoundError):
         return not_found(_scrub(f"revision not found: {what} has no branch, tag or commit by that name on "
                                 f"{endpoint}", token),

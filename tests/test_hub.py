@@ -413,6 +413,25 @@ def test_private_push_creates_a_private_repo(hub_env, models):
     assert len(hub_env.server.requests_to(r"^/api/repos/create$", "POST")) == 2  # both through the API
 
 
+def test_uploads_go_through_plain_lfs_here_and_a_hub_without_xet_gets_a_clear_error(hub_env, models, monkeypatch):
+    """Which transfer an upload uses is huggingface_hub's choice inside ``create_commit`` (hfdistac makes one
+    commit and never talks LFS or Xet itself): Xet whenever ``hf_xet`` is installed and not disabled, as on the
+    real Hub. The loopback Hub serves plain LFS only (Xet's CAS protocol is not reimplemented here), so the
+    fixtures set HF_HUB_DISABLE_XET=1, and these tests exercise the LFS path. With Xet left on against a server
+    that lacks it, the push fails once, without retries, saying what to set."""
+    from huggingface_hub import constants
+
+    hub.push_folder(models.ft, "org/lfs-push")
+    assert hub_env.server.requests_to(r"/info/lfs/objects/batch$", "POST")  # the weights went through LFS
+    assert not hub_env.server.requests_to(r"xet", None)
+    monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", False)
+    monkeypatch.setenv("HF_HUB_DISABLE_XET", "0")
+    with pytest.raises(HubError, match="does not accept Xet uploads") as err:
+        hub.push_folder(models.ft, "org/xet-push", retry_delay=0.01)
+    assert "HF_HUB_DISABLE_XET=1" in err.value.hint
+    assert len(hub_env.server.requests_to(r"/xet-write-token/", None)) == 1  # not retried
+
+
 def test_loopback_hub_reads_visibility_and_private():
     from tests.hub_server import _is_private
 
