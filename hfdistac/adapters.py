@@ -28,6 +28,7 @@ from typing import Any
 import torch
 
 from .errors import CheckpointError
+from .vision_keys import canonical_vision_key
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
@@ -97,8 +98,6 @@ def lora_task_vector(directory: Path, cfg: dict[str, Any], reference: str) -> di
         CheckpointError: a text-tower adapter, a non-Linear LoRA layer, or shapes that do not fit the rank.
     """
     from safetensors import safe_open
-
-    from .checkpoints import canonical_vision_key
 
     pairs: dict[str, dict[str, torch.Tensor]] = {}
     with safe_open(str(Path(directory) / ADAPTER_WEIGHTS), framework="pt") as fh:

@@ -27,43 +27,20 @@ import torch
 from .errors import CheckpointError
 from .task_vectors import Weights, check_compatible
 from .tensor_files import check_finite, read_tensor, safe_open_checked, save_safetensors
+from .vision_keys import VISION_PREFIX, canonical_vision_key, module_key  # noqa: F401  (re-exported)
 
 logger = logging.getLogger(__name__)
 
-VISION_PREFIX = "vision_model."
 _VISION_MODEL_TYPES = {"clip_vision_model"}
 _FULL_MODEL_TYPES = {"clip"}
 _ARCH_FIELDS = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "image_size",
                 "patch_size", "num_channels")
-_NOT_TOWER = ("position_ids",)
 _PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 
 CONVERT_HINT = (
     "convert it once, in an environment you trust, with: python -c \"from transformers import "
     "CLIPVisionModel as M; M.from_pretrained('SRC').save_pretrained('DST', safe_serialization=True)\""
 )
-
-
-def canonical_vision_key(key: str) -> str | None:
-    """Map a tensor name of any supported layout to the canonical vision key, or ``None`` if not tower.
-
-    ``vision_model.encoder...`` and ``encoder...`` both map to ``vision_model.encoder...``; text tower,
-    projections, ``logit_scale`` and ``position_ids`` buffers map to ``None``.
-    """
-    if key.startswith(("text_model.", "text_projection", "visual_projection", "logit_scale")):
-        return None
-    if key.endswith(_NOT_TOWER):
-        return None
-    if key.startswith(VISION_PREFIX):
-        return key
-    if key.startswith(("embeddings.", "encoder.", "pre_layrnorm.", "post_layernorm.")):
-        return VISION_PREFIX + key
-    return None
-
-
-def module_key(canonical: str) -> str:
-    """The parameter name inside an in-memory ``CLIPVisionModel`` (prefix removed)."""
-    return canonical.removeprefix(VISION_PREFIX)
 
 
 def weight_files(directory: Path) -> list[Path]:
