@@ -329,21 +329,23 @@ def _local_base(meta: dict, local_dir: Path) -> None:
     """A local base is not named in a published card (no local paths there): for a local folder, take it from
     the card's ``hfdistac.base`` resolved against the folder (the example suite's ``../../base``; its
     ``hfdistac.datasets`` likewise stand in for ``datasets``), else from
-    the resolved settings an hfdistac output keeps beside its card (``hfdistac_config.json``), when that
-    folder still exists."""
+    the resolved settings or report an hfdistac output keeps beside its card (``hfdistac_config.json``,
+    ``report.json``), when that folder still exists."""
     recorded = meta.get("hfdistac") if isinstance(meta.get("hfdistac"), dict) else None
     if recorded is not None and isinstance(recorded.get("datasets"), list) and not meta.get("datasets"):
         meta["datasets"] = [_local_ref(v, local_dir) for v in recorded["datasets"]]
     if recorded is not None and isinstance(recorded.get("base"), str) and recorded["base"].strip():
         recorded["base"] = _local_ref(recorded["base"].strip(), local_dir)
         return
-    settings = local_dir / "hfdistac_config.json"
-    try:
-        base = json.loads(settings.read_text()).get("base") if settings.is_file() else None
-    except (OSError, ValueError):
-        return
-    if isinstance(base, str) and base and (not is_local_reference(base) or Path(base).expanduser().is_dir()):
-        meta["hfdistac"] = {**(recorded or {}), "base": base}
+    for name in ("hfdistac_config.json", "report.json"):  # condition keeps the base in the first, merge in the second
+        try:
+            saved = json.loads((local_dir / name).read_text()) if (local_dir / name).is_file() else {}
+        except (OSError, ValueError):
+            continue
+        base = saved.get("base") if isinstance(saved, dict) else None
+        if isinstance(base, str) and base and (not is_local_reference(base) or Path(base).expanduser().is_dir()):
+            meta["hfdistac"] = {**(recorded or {}), "base": base}
+            return
 
 
 def card_base_model(meta: dict) -> str | None:
