@@ -15,3 +15,18 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")
 
 pytest_plugins = ["tests._fixtures_models", "tests._fixtures_hub", "tests._fixtures_suite"]
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Every test starts at one intra-op thread. The CLI sets torch's thread count for the process it runs in
+    (``--threads``, default: the free cores), and tests call it in-process; without this a later test would
+    run at another thread count than its subprocesses (1, from OMP_NUM_THREADS), and bit-for-bit comparisons
+    between the two (resume after SIGKILL) would differ by float rounding."""
+    import torch
+
+    torch.set_num_threads(1)
+    yield
