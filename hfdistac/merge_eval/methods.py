@@ -105,7 +105,8 @@ def regmean_data(config: MergeConfig, base, merged: MergedModel, train_data: Map
     from ..data import PixelCodec
 
     return RegMeanData(base=merged.theta0, vision_config=base.vision_config, batches=batches, device=merged.device,
-                       progress=config.progress, decode=PixelCodec(base.image_processor).decode)
+                       progress=config.progress, decode=PixelCodec(base.image_processor).decode,
+                       module=merged.model)  # lent: evaluation reloads its weights afterwards
 
 
 def _learned_summary(result: Mapping[str, Any]) -> dict[str, Any]:
@@ -195,6 +196,7 @@ def merge_with(method_name: str, tvs, config: MergeConfig, merged: MergedModel |
             from ..merging.regmean import compute_grams
 
             extra = {"grams": compute_grams(tvs, data, scratch)}  # the separate Gram step
+            del data  # its cached images are not needed for the merge itself
         else:
             extra = {"data": data}
     if method.uses_device:

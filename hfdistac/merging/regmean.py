@@ -34,7 +34,7 @@ that index picks the first image. Here the block's output is taken as it is retu
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from numbers import Integral, Real
 from pathlib import Path
@@ -75,6 +75,9 @@ class RegMeanData:
         progress: Show progress bars.
         decode: Turns a cached batch into ``pixel_values`` (e.g. :meth:`hfdistac.data.PixelCodec.decode`);
             ``None``: the batches already are ``pixel_values``.
+        module: A ``CLIPVisionModel`` of θ₀'s architecture on ``device`` to run the towers in (its parameters are
+            overwritten, so a caller's evaluation model can be lent if the caller reloads it afterwards;
+            default: one is built, one more copy of the tower).
     """
 
     base: Mapping[str, torch.Tensor] = field(repr=False)
@@ -83,6 +86,7 @@ class RegMeanData:
     device: str | torch.device = "cpu"
     progress: bool = False
     decode: Any = field(default=None, repr=False)
+    module: Any = field(default=None, repr=False)
 
     def pixels(self, batch: torch.Tensor) -> torch.Tensor:
         """One cached batch as ``pixel_values`` on the device."""
@@ -129,17 +133,38 @@ def reduce_non_diagonal(gram: torch.Tensor, ratio: float) -> torch.Tensor:
     return out
 
 
-def regmean_matrix(task_matrices: Sequence[torch.Tensor], grams: Sequence[torch.Tensor], ratio: float) -> torch.Tensor:
-    """τ* = (Σ_t τ_t G̃_t)(Σ_t G̃_t)⁻¹ for one linear layer's weights (each ``[out, in]``; Grams ``[in, in]``)."""
-    total_gram = None
-    total_product = None
-    for tau, gram in zip(task_matrices, grams, strict=True):
-        g = reduce_non_diagonal(gram.float(), ratio)
+class _RegMeanSums:
+    """Σ_t G̃_t and Σ_t τ_t G̃_t of one set of linear layers, added task by task: a merge holds two accumulators
+    per layer instead of every task's Grams (the same sums in the same order, so the same result)."""
+
+    def __init__(self, ratio: float):
+        self.ratio = ratio
+        self.grams: dict[str, torch.Tensor] = {}
+        self.products: dict[str, torch.Tensor] = {}
+
+    def add(self, key: str, tau: torch.Tensor, gram: torch.Tensor) -> None:
+        g = reduce_non_diagonal(gram.float(), self.ratio)
         product = tau @ g
-        total_gram = g if total_gram is None else total_gram + g
-        total_product = product if total_product is None else total_product + product
-    # X (Σ G̃) = Σ τ G̃ with Σ G̃ symmetric: solve (Σ G̃) Xᵀ = (Σ τ G̃)ᵀ instead of forming the inverse
-    return torch.linalg.solve(total_gram, total_product.T).T
+        if key in self.grams:
+            self.grams[key] += g
+            self.products[key] += product
+        else:
+            self.grams[key], self.products[key] = g, product
+
+    def solve(self, key: str) -> torch.Tensor:
+        """τ* of one layer, its accumulators released."""
+        total_gram, total_product = self.grams.pop(key), self.products.pop(key)
+        # X (Σ G̃) = Σ τ G̃ with Σ G̃ symmetric: solve (Σ G̃) Xᵀ = (Σ τ G̃)ᵀ instead of forming the inverse
+        return torch.linalg.solve(total_gram, total_product.T).T
+
+
+def regmean_matrix(task_matrices: Iterable[torch.Tensor], grams: Iterable[torch.Tensor], ratio: float) -> torch.Tensor:
+    """τ* = (Σ_t τ_t G̃_t)(Σ_t G̃_t)⁻¹ for one linear layer's weights (each ``[out, in]``; Grams ``[in, in]``).
+    Both may be iterators: one task's Gram is read at a time."""
+    sums = _RegMeanSums(ratio)
+    for tau, gram in zip(task_matrices, grams, strict=True):
+        sums.add("w", tau, gram)
+    return sums.solve("w")
 
 
 def regmean_merge(task_vectors: TaskVectors, reduce_non_diagonal_ratio: float = 0.95, num_examples: int = 256,
@@ -166,7 +191,7 @@ def regmean_merge(task_vectors: TaskVectors, reduce_non_diagonal_ratio: float = 
     for key in keys:
         mats = [load_float32(tv, key) for tv in task_vectors]
         if all(key in g for g in grams):
-            merged[key] = regmean_matrix(mats, [g[key] for g in grams], ratio)
+            merged[key] = regmean_matrix(mats, (g[key] for g in grams), ratio)  # one Gram read at a time
         else:
             total = mats[0].clone()
             for m in mats[1:]:
@@ -187,8 +212,10 @@ class _GramHooks:
     def _hook(self, key: str):
         def hook(module, inputs, output):
             x = inputs[0].detach().float().reshape(-1, inputs[0].shape[-1])
-            xtx = x.T @ x
-            self.sums[key] = xtx if key not in self.sums else self.sums[key] + xtx
+            if key in self.sums:
+                self.sums[key].addmm_(x.T, x)
+            else:
+                self.sums[key] = x.T @ x
             self.counts[key] = self.counts.get(key, 0) + x.shape[0]
         return hook
 
@@ -196,11 +223,16 @@ class _GramHooks:
         """The mean Gram matrix (Σ x xᵀ / tokens) of every hooked layer, on the CPU."""
         for h in self.handles:
             h.remove()
-        return {k: (s / self.counts[k]).cpu() for k, s in self.sums.items()}
+        sums, self.sums = self.sums, {}
+        return {k: sums.pop(k).div_(self.counts[k]).cpu() for k in list(sums)}
 
 
-def _weights_of(base: Mapping[str, torch.Tensor], tv: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {k: b + load_float32(tv, k) if k in tv else b for k, b in base.items()}
+def _tower(data: RegMeanData) -> torch.nn.Module:
+    """The module the towers run in: the lent ``data.module``, else a new one."""
+    from ..checkpoints import build_vision_model
+
+    model = data.module if data.module is not None else build_vision_model(data.vision_config).to(data.device)
+    return model.eval()
 
 
 @torch.no_grad()
@@ -223,14 +255,12 @@ def compute_grams(task_vectors: TaskVectors, data: RegMeanData, scratch: str | P
     """
     from tqdm.auto import tqdm
 
-    from ..checkpoints import build_vision_model, load_vision_weights
-
     if len(data.batches) != len(task_vectors):
         raise InputError(f"got unlabeled batches for {len(data.batches)} tasks but {len(task_vectors)} task vectors")
-    model = build_vision_model(data.vision_config).to(data.device).eval()
+    model = _tower(data)
     out = []
     for t, tv in enumerate(tqdm(task_vectors, desc="RegMean Grams", unit="task", disable=not data.progress)):
-        load_vision_weights(model, _weights_of(data.base, tv))
+        _load_block(model, "vision_model.", data.base, tv)  # θ₀ + τ_t, one parameter at a time
         hooks = _GramHooks(model, "vision_model.")  # transformers 5: the tower itself, keys unprefixed
         for pixels in data.batches[t]:
             model(pixel_values=data.pixels(pixels))
@@ -271,8 +301,6 @@ def regmean_plusplus_merge(task_vectors: TaskVectors, reduce_non_diagonal_ratio:
     """
     from tqdm.auto import tqdm
 
-    from ..checkpoints import build_vision_model, load_vision_weights
-
     ratio = _check_ratio(reduce_non_diagonal_ratio)
     keys = check_task_vectors(task_vectors)
     if data is None:
@@ -280,30 +308,44 @@ def regmean_plusplus_merge(task_vectors: TaskVectors, reduce_non_diagonal_ratio:
                          "use `hfdistac merge RECIPE --method regmean_plusplus`, which builds them from the recipe")
     merged = _average(task_vectors, [k for k in keys if k.startswith(("vision_model.embeddings.",
                                                                       "vision_model.pre_layrnorm."))])
-    model = build_vision_model(data.vision_config).to(data.device).eval()
-    load_vision_weights(model, {k: data.base[k] + merged.get(k, torch.zeros(())) for k in data.base})
-    vm = model  # transformers 5: CLIPVisionModel is the tower itself
+    vm = _tower(data)  # transformers 5: CLIPVisionModel is the tower itself
+    _load_block(vm, "vision_model.", data.base, merged)
     hidden = [[vm.pre_layrnorm(vm.embeddings(data.pixels(p))) for p in batches] for batches in data.batches]
     layers = vm.encoder.layers
     for i in tqdm(range(len(layers)), desc="RegMean++ blocks", unit="block", disable=not data.progress):
         prefix = f"vision_model.encoder.layers.{i}."
-        layer_keys = [k for k in keys if k.startswith(prefix)]
-        layer, grams = layers[i], []
-        for t, tv in enumerate(task_vectors):  # task t's own block on the merged model's hidden states
-            _load_block(layer, prefix, data.base, tv)
-            hooks = _GramHooks(layer, prefix)
-            for h in hidden[t]:
-                layer(h, attention_mask=None)
-            grams.append(hooks.grams())
-        block = regmean_merge([{k: tv[k] for k in layer_keys} for tv in task_vectors], ratio,
-                              grams=grams)
+        block = _merge_block(layers[i], prefix, [k for k in keys if k.startswith(prefix)], task_vectors, hidden,
+                             data.base, ratio)
         merged.update(block)
-        _load_block(layer, prefix, data.base, block)
+        _load_block(layers[i], prefix, data.base, block)
         if i < len(layers) - 1:
-            hidden = [[_block_output(layer(h, attention_mask=None)) for h in hs] for hs in hidden]
+            for t in range(len(hidden)):  # one task's hidden states replaced at a time
+                hidden[t] = [_block_output(layers[i](h, attention_mask=None)) for h in hidden[t]]
     for key in keys:
         merged.setdefault(key, torch.zeros_like(load_float32(task_vectors[0], key)))  # the final LayerNorm
     return {k: merged[k].cpu() for k in keys}
+
+
+def _merge_block(layer: torch.nn.Module, prefix: str, layer_keys: Sequence[str], task_vectors: TaskVectors,
+                 hidden: Sequence[Sequence[torch.Tensor]], base: Mapping[str, torch.Tensor], ratio: float
+                 ) -> dict[str, torch.Tensor]:
+    """RegMean on one encoder block: task t's own block (θ₀ + τ_t) run on the merged model's hidden states of
+    task t gives its Grams, folded into the running sums at once (one task's Grams held at a time)."""
+    sums = _RegMeanSums(ratio)
+    with_gram: set[str] = set()
+    for t, tv in enumerate(task_vectors):
+        _load_block(layer, prefix, base, tv)
+        hooks = _GramHooks(layer, prefix)
+        for h in hidden[t]:
+            layer(h, attention_mask=None)
+        grams = hooks.grams()
+        for key in [k for k in layer_keys if k in grams]:
+            sums.add(key, load_float32(tv, key), grams.pop(key))
+            with_gram.add(key)
+        del grams
+    block = _average(task_vectors, [k for k in layer_keys if k not in with_gram])
+    block.update({key: sums.solve(key) for key in layer_keys if key in with_gram})
+    return {k: block[k] for k in layer_keys}
 
 
 def _load_block(layer: torch.nn.Module, prefix: str, base: Mapping[str, torch.Tensor],
@@ -312,7 +354,10 @@ def _load_block(layer: torch.nn.Module, prefix: str, base: Mapping[str, torch.Te
     params = dict(layer.named_parameters())
     for name, p in params.items():
         key = prefix + name
-        p.copy_((base[key] + load_float32(tv, key).to(base[key].device)).to(p.device))
+        if key in tv:
+            p.copy_((base[key] + load_float32(tv, key).to(base[key].device)).to(p.device))
+        else:
+            p.copy_(base[key].to(p.device))
 
 
 def _block_output(out) -> torch.Tensor:

@@ -122,9 +122,9 @@ class SAMergingData:
         tasks_per_pass: Tasks whose batches go through the model together (default ``None``: all of them, one
             forward pass, as the method is specified); fewer bound the activations' memory (8 tasks × 16
             ViT-B/32 images need ~4.7 GB at once) at the same gradient, summed in another order.
-        module: A ``CLIPVisionModel`` of θ₀'s architecture, on ``device``, to run with ``functional_call`` (its
-            own weights are never read or changed, so a caller's evaluation model can be lent; default: one is
-            built from ``base``, one more copy of the tower).
+        module: A ``CLIPVisionModel`` of θ₀'s architecture, on ``device``, to run the merged weights through
+            (its parameters are overwritten with θ(Λ), so a caller's evaluation model can be lent if the caller
+            reloads its weights afterwards; default: one is built from ``base``, one more copy of the tower).
     """
 
     base: Mapping[str, torch.Tensor] = field(repr=False)
