@@ -40,7 +40,7 @@ def _commands(suite: Path, out: Path, threads: int) -> dict[str, list[str]]:
         "condition (100 steps)": [*hf, "condition", "--recipe", str(suite / "recipes" / "norm-mismatch.yaml"), "--task",
                                   "colour", "--steps", "100", "--lr", "3e-4", "--output", str(out / "c"), "--overwrite",
                                   "--no-progress", "--threads", str(threads)],
-        "merge (task arithmetic, 8 tasks)": [*hf, "merge", str(suite / "recipes" / "original.yaml"), "--method",
+        "merge (task arithmetic, every task)": [*hf, "merge", str(suite / "recipes" / "original.yaml"), "--method",
                                              "task_arithmetic", "--output", str(out / "m"), "--overwrite",
                                              "--no-progress", "--threads", str(threads)],
     }
