@@ -216,6 +216,22 @@ def test_regmean_plusplus_differs_from_regmean_after_the_first_block(tiny):
     assert torch.allclose(plain[first], plus[first], atol=1e-2)
 
 
+def test_regmean_runs_in_a_lent_tower_whatever_it_held(tiny):
+    """The Gram step and RegMean++ may borrow the caller's (evaluation) tower: every weight they use is loaded
+    into it first, so a tower holding other weights gives the same result as a fresh one."""
+    import dataclasses
+
+    from hfdistac.checkpoints import build_vision_model
+
+    base, theta0, tvs, data = _tiny_regmean_inputs(tiny)
+    lent = build_vision_model(base.vision_config, {k: v + 0.5 for k, v in theta0.items()})
+    with_lent = dataclasses.replace(data, module=lent)
+    for a, b in zip(compute_grams(tvs, data), compute_grams(tvs, with_lent), strict=True):
+        assert all(torch.equal(a[k], b[k]) for k in a)
+    fresh, borrowed = regmean_plusplus_merge(tvs, data=data), regmean_plusplus_merge(tvs, data=with_lent)
+    assert all(torch.equal(fresh[k], borrowed[k]) for k in fresh)
+
+
 # ------------------------------------------------------------------------------------------------ end to end
 def _run(capsys, *argv):
     code = main([str(a) for a in argv])

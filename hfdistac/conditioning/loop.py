@@ -275,8 +275,8 @@ def _add_anchor_gradient(params_by_name, anchor, beta: float, stash: list | None
 
 def _adamw(params, cfg: ConditionConfig, device: torch.device) -> torch.optim.Optimizer:
     """AdamW, fused on CPU and CUDA: one pass over each parameter per step instead of about ten. At ViT-B/32 on
-    one CPU thread that is 0.14 s instead of 0.80 s a step (`benchmarks/bench_condition.py`); the update is the
-    same formula (the final weights agree with the unfused optimiser to float rounding)."""
+    one CPU thread that is 0.14 s instead of 0.80 s a step (CONDITIONING.md, "At ViT-B/32 size"); the update is
+    the same formula (the final weights agree with the unfused optimiser to float rounding)."""
     params = list(params)
     if device.type in ("cpu", "cuda"):
         try:
