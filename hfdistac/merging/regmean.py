@@ -240,14 +240,15 @@ def compute_grams(task_vectors: TaskVectors, data: RegMeanData, scratch: str | P
                   ) -> list[Mapping[str, torch.Tensor]]:
     """The Gram step of RegMean: per task, the mean input Gram matrix of every linear layer of θ₀ + τ_t.
 
-    Each task's fine-tuned tower (built once, its weights swapped per task) runs over that task's unlabeled
-    batches; hooks on every ``nn.Linear`` accumulate Σ x xᵀ over all tokens, divided by the token count.
+    Each task's fine-tuned tower (one module: ``data.module``, or one built here; its weights loaded in place
+    per task) runs over that task's unlabeled batches; hooks on every ``nn.Linear`` accumulate Σ x xᵀ over all
+    tokens, divided by the token count.
 
     Args:
         task_vectors: τ_1 … τ_T.
         data: The :class:`RegMeanData`.
         scratch: A folder to keep the Grams in (one safetensors file per task, read back lazily, so memory holds
-            one task's Grams while measuring and one layer's while merging: at ViT-B/32 they are 0.6 GB per
+            one task's Grams while measuring and one task's Gram of one layer at a time while merging: at ViT-B/32 they are 0.6 GB per
             task). ``None`` keeps them in memory.
 
     Returns:
