@@ -228,7 +228,7 @@ def _accumulate_gradients(setup: _Setup, accelerator, student, params_by_name, i
         last = m == setup.accumulation - 1
         # One process: the earlier micro-batches' gradients are set aside during the last backward pass and
         # added after it, so the sums are formed in the order autograd would form them with the anchor in the
-        # loss (bit for bit the same weights). Several processes: the sum must stay in .grad for the all-reduce.
+        # loss. Several processes: the sum must stay in .grad for the all-reduce.
         stash = [p.grad for p in params_by_name.values()] if last and accelerator.num_processes == 1 \
             and setup.accumulation > 1 else None
         if stash is not None:

@@ -248,8 +248,8 @@ def compute_grams(task_vectors: TaskVectors, data: RegMeanData, scratch: str | P
         task_vectors: τ_1 … τ_T.
         data: The :class:`RegMeanData`.
         scratch: A folder to keep the Grams in (one safetensors file per task, read back lazily, so memory holds
-            one task's Grams while measuring and one task's Gram of one layer at a time while merging: at ViT-B/32 they are 0.6 GB per
-            task). ``None`` keeps them in memory.
+            one task's Grams while measuring and one Gram at a time while merging: at ViT-B/32 they are 0.6 GB
+            per task). ``None`` keeps them in memory.
 
     Returns:
         One ``{canonical weight name: [in, in] Gram}`` per task, in task-vector order.
@@ -261,7 +261,7 @@ def compute_grams(task_vectors: TaskVectors, data: RegMeanData, scratch: str | P
     model = _tower(data)
     out = []
     for t, tv in enumerate(tqdm(task_vectors, desc="RegMean Grams", unit="task", disable=not data.progress)):
-        _load_block(model, "vision_model.", data.base, tv)  # θ₀ + τ_t, one parameter at a time
+        _load_params(model, "vision_model.", data.base, tv)  # θ₀ + τ_t, one parameter at a time
         hooks = _GramHooks(model, "vision_model.")  # transformers 5: the tower itself, keys unprefixed
         for pixels in data.batches[t]:
             model(pixel_values=data.pixels(pixels))
@@ -310,7 +310,7 @@ def regmean_plusplus_merge(task_vectors: TaskVectors, reduce_non_diagonal_ratio:
     merged = _average(task_vectors, [k for k in keys if k.startswith(("vision_model.embeddings.",
                                                                       "vision_model.pre_layrnorm."))])
     vm = _tower(data)  # transformers 5: CLIPVisionModel is the tower itself
-    _load_block(vm, "vision_model.", data.base, merged)
+    _load_params(vm, "vision_model.", data.base, merged)
     hidden = [[vm.pre_layrnorm(vm.embeddings(data.pixels(p))) for p in batches] for batches in data.batches]
     layers = vm.encoder.layers
     for i in tqdm(range(len(layers)), desc="RegMean++ blocks", unit="block", disable=not data.progress):
@@ -318,7 +318,7 @@ def regmean_plusplus_merge(task_vectors: TaskVectors, reduce_non_diagonal_ratio:
         block = _merge_block(layers[i], prefix, [k for k in keys if k.startswith(prefix)], task_vectors, hidden,
                              data.base, ratio)
         merged.update(block)
-        _load_block(layers[i], prefix, data.base, block)
+        _load_params(layers[i], prefix, data.base, block)
         if i < len(layers) - 1:
             for t in range(len(hidden)):  # one task's hidden states replaced at a time
                 hidden[t] = [_block_output(layers[i](h, attention_mask=None)) for h in hidden[t]]
@@ -335,7 +335,7 @@ def _merge_block(layer: torch.nn.Module, prefix: str, layer_keys: Sequence[str],
     sums = _RegMeanSums(ratio)
     with_gram: set[str] = set()
     for t, tv in enumerate(task_vectors):
-        _load_block(layer, prefix, base, tv)
+        _load_params(layer, prefix, base, tv)
         hooks = _GramHooks(layer, prefix)
         for h in hidden[t]:
             layer(h, attention_mask=None)
@@ -349,11 +349,11 @@ def _merge_block(layer: torch.nn.Module, prefix: str, layer_keys: Sequence[str],
     return {k: block[k] for k in layer_keys}
 
 
-def _load_block(layer: torch.nn.Module, prefix: str, base: Mapping[str, torch.Tensor],
-                tv: Mapping[str, torch.Tensor]) -> None:
-    """Set one encoder block's parameters to θ₀ + τ (keys under ``prefix``)."""
-    params = dict(layer.named_parameters())
-    for name, p in params.items():
+def _load_params(module: torch.nn.Module, prefix: str, base: Mapping[str, torch.Tensor],
+                 tv: Mapping[str, torch.Tensor]) -> None:
+    """Set a module's parameters (a block, or the whole tower with ``prefix="vision_model."``) to θ₀ + τ, one at a
+    time; a parameter τ does not hold is set to θ₀."""
+    for name, p in module.named_parameters():
         key = prefix + name
         if key in tv:
             p.copy_((base[key] + load_float32(tv, key).to(base[key].device)).to(p.device))
