@@ -134,9 +134,11 @@ def child_run(workdir: Path, tasks: int, method: str, threads: int, wudi_iterati
 
     baseline_mb = _hwm_mb()
     tvs = [load_task_vector(workdir / f"task_{t}.safetensors") for t in range(tasks)]  # lazy
-    params = {"wudi": {"iterations": wudi_iterations},
-              "regmean": {"grams": [LazyTensors(workdir / f"grams_{t}.safetensors") for t in range(tasks)]}
-              }.get(method, {})
+    params: dict = {}
+    if method == "wudi":
+        params = {"iterations": wudi_iterations}
+    elif method == "regmean":  # the Gram files exist only where a RegMean run prepared them
+        params = {"grams": [LazyTensors(workdir / f"grams_{t}.safetensors") for t in range(tasks)]}
     start, cpu_start = time.perf_counter(), time.process_time()
     merged = get_method(method)(tvs, **params)
     merge_s, merge_cpu_s = time.perf_counter() - start, time.process_time() - cpu_start
