@@ -43,6 +43,7 @@ class TaskVector(Mapping[str, torch.Tensor]):
         self._tensors = dict(tensors) if tensors is not None else None
         self._path = Path(path) if path is not None else None
         self._keys: list[str]
+        self._finite: set[str] = set()  # keys of a lazy file already checked for NaN/Inf
         if self._path is not None:
             with safe_open_checked(self._path) as f:
                 self._keys = list(f.keys())
@@ -60,7 +61,9 @@ class TaskVector(Mapping[str, torch.Tensor]):
             raise KeyError(key)
         with safe_open_checked(self._path) as f:
             tensor = read_tensor(f, key, self._path)
-        check_finite([(key, tensor)], f"task vector {str(self._path)!r}")
+        if key not in self._finite:  # once per tensor: merges read a tensor many times (SAMerging every step)
+            check_finite([(key, tensor)], f"task vector {str(self._path)!r}")
+            self._finite.add(key)
         return tensor
 
     def __iter__(self) -> Iterator[str]:

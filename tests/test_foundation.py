@@ -363,3 +363,15 @@ def test_pixel_codec_decodes_to_the_processors_output_bit_for_bit(size):
     encoded = codec.encode(images)
     assert codec.compact and encoded.dtype == torch.uint8
     assert torch.equal(codec.decode(encoded), processor(images=images, return_tensors="pt")["pixel_values"])
+
+
+def test_nonfinite_check_flags_nan_and_inf_but_not_an_overflowing_sum():
+    """The finiteness check sums first; a sum that overflows (finite entries) must not be reported."""
+    from hfdistac.tensor_files import nonfinite_tensors
+
+    nan, inf = torch.zeros(5), torch.zeros(4)
+    nan[2], inf[0] = float("nan"), float("-inf")
+    huge = torch.full((10,), 3e38)  # its float32 sum is inf
+    half = torch.full((3,), 60000.0, dtype=torch.float16)  # its float16 sum is inf
+    assert nonfinite_tensors([("nan", nan), ("inf", inf), ("huge", huge), ("half", half),
+                              ("ok", torch.randn(7))]) == ["nan", "inf"]
