@@ -13,6 +13,9 @@ Format (YAML, ``format: hfdistac.recipe.v1``; relative paths resolve against the
         dataset: ufldl-stanford/svhn
         dataset_config: cropped_digits              # optional
         train_split: train                          # optional, default train
+        val_split: validation                       # optional, default validation: the seeded 10 % of
+                                                    #   train_split (hfdistac.data); name a stored split
+                                                    #   the models never saw to use it instead
         test_split: test                            # optional, default test
         templates: [...]                            # optional prompt templates (each with {c})
         image_column: img                           # optional: default, the first Image feature
@@ -32,12 +35,12 @@ from pathlib import Path
 from .errors import InputError, ReferenceNotFoundError
 
 RECIPE_FORMAT = "hfdistac.recipe.v1"
-_TASK_KEYS = {"name", "model", "normalizer", "dataset", "dataset_config", "train_split", "test_split", "templates",
-              "image_column", "label_column", "class_names"}
+_TASK_KEYS = {"name", "model", "normalizer", "dataset", "dataset_config", "train_split", "val_split", "test_split",
+              "templates", "image_column", "label_column", "class_names"}
 _STRING_KEYS = {"name": "a task name", "model": "a Hub id or path", "normalizer": "a Hub id or path",
                 "dataset": "a Hub dataset id or path", "dataset_config": "a configuration name",
-                "train_split": "a split name", "test_split": "a split name", "image_column": "a column name",
-                "label_column": "a column name"}
+                "train_split": "a split name", "val_split": "a split name", "test_split": "a split name",
+                "image_column": "a column name", "label_column": "a column name"}
 _TOP_KEYS = {"format", "name", "description", "base", "tasks"}
 
 
@@ -52,6 +55,7 @@ class RecipeTask:
     dataset_config: str | None = None
     train_split: str = "train"
     test_split: str = "test"
+    val_split: str = "validation"
     templates: list[str] | None = None
     image_column: str | None = None
     label_column: str | None = None
@@ -165,7 +169,8 @@ def load_recipe(path: str | Path) -> Recipe:
             name=name, model=_resolve(t["model"], folder),
             dataset=_resolve(t.get("dataset"), folder), normalizer=_resolve(t.get("normalizer"), folder),
             dataset_config=t.get("dataset_config"), train_split=t.get("train_split", "train"),
-            test_split=t.get("test_split", "test"), templates=t.get("templates"),
+            test_split=t.get("test_split", "test"), val_split=t.get("val_split", "validation"),
+            templates=t.get("templates"),
             image_column=t.get("image_column"), label_column=t.get("label_column"),
             class_names=t.get("class_names")))
     names = [t.name for t in tasks]

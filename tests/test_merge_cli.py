@@ -201,3 +201,22 @@ def test_full_clip_outputs_run_in_the_zero_shot_pipeline(tiny, tmp_path):
         scores = pipeline("zero-shot-image-classification", model=str(out))(image, candidate_labels=["red", "blue"])
         assert {s["label"] for s in scores} == {"red", "blue"} and abs(sum(s["score"] for s in scores) - 1) < 1e-5
         assert "zero-shot-image-classification" in (out / "README.md").read_text()
+
+
+def test_recipe_val_split_chooses_alpha_and_methods_may_be_listed(tiny, tmp_path, capsys):
+    """``val_split`` names the split alpha is chosen on (here: test, so the curve at the chosen alpha equals
+    the test result); ``--method a,b`` compares just those methods, one folder each."""
+    tasks = [{"name": n, "model": str(getattr(tiny, n)), "dataset": str(tiny.data), "val_split": "test"}
+             for n in ("ft_a", "ft_b")]
+    recipe = write_recipe(tmp_path / "r.yaml", tiny, tasks=tasks)
+    code, _, err = run_cli(capsys, "merge", recipe, "--method", "ties,task_arithmetic", "--output", tmp_path / "out",
+                           "--no-progress", "--alpha-grid", "0", "0.5", "1", "--val-limit", "0")
+    assert code == 0, err
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert [r["method"] for r in report["results"]] == ["task_arithmetic", "ties"]
+    assert {p.name for p in (tmp_path / "out").iterdir()} >= {"task_arithmetic", "ties"}
+    for r in report["results"]:
+        chosen = next(c for c in r["alpha_curve"] if c["alpha"] == r["alpha"])
+        assert chosen["mean_normalized_accuracy"] == pytest.approx(r["mean_normalized_accuracy"], abs=1e-6)
+    code, _, err = run_cli(capsys, "merge", recipe, "--method", "ties,nope")
+    assert code == 2 and "'ties,nope'" in err and "separated by commas" in err

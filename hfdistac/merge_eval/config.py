@@ -38,8 +38,9 @@ class MergeConfig:
                                                 positional=True, metavar="RECIPE"))
     method: str = field(default="all", metadata=_h(
         "merge method: task_arithmetic, ties, consensus, tsvm, average, iso_c, iso_cts, wudi, regmean, "
-        "regmean_plusplus, samerging, or all (one comparison table of every method except samerging, which "
-        "learns coefficients for 1,000 steps and is therefore only run when named)"))
+        "regmean_plusplus, samerging, several separated by commas (e.g. ties,tsvm: one comparison table), or all "
+        "(every method except samerging, which learns coefficients for 1,000 steps and is therefore only run "
+        "when named)"))
     alpha: float | None = field(default=None, metadata=_h(
         "fix the scaling coefficient alpha (0..10) instead of searching it on validation data", ge=0, le=10))
     alpha_grid: list[float] | None = field(default=None, metadata=_h(
@@ -122,18 +123,23 @@ class MergeConfig:
         if not self.recipe:
             raise InputError("no recipe given", "pass a recipe YAML, e.g. example-suite/recipes/original.yaml")
         valid = [*MERGE_METHODS, "all"]
-        if self.method not in valid:
-            raise InputError(f"unknown merge method {self.method!r}; valid: {', '.join(valid)}")
-        if self.weights_only and self.method != "all" and MERGE_METHODS[self.method].needs_data:
-            raise InputError(f"--method {self.method} needs data (it learns from unlabeled images), so it cannot "
-                             "be used with --weights-only", "drop --weights-only and give the recipe's datasets")
+        parts = self._parts()
+        unknown = [m for m in parts if m not in valid]
+        if unknown or not parts or ("all" in parts and len(parts) > 1):
+            raise InputError(f"unknown merge method {self.method!r}; valid: {', '.join(valid)}",
+                             "name one method, several separated by commas (e.g. ties,tsvm), or all")
+        for m in parts:
+            if self.weights_only and m != "all" and MERGE_METHODS[m].needs_data:
+                raise InputError(f"--method {m} needs data (it learns from unlabeled images), so it cannot "
+                                 "be used with --weights-only", "drop --weights-only and give the recipe's datasets")
         if self.weights_only and self.alpha is None:
             raise InputError("--weights-only needs --alpha", "without validation data alpha cannot be searched; "
                                                         "e.g. --alpha 0.3")
         if self.push_to and not self.output:
             raise InputError("--push-to needs --output (the directory that is pushed)")
-        if self.push_to and self.method == "all":
-            raise InputError("--push-to needs one --method, not 'all'", "e.g. --method tsvm --push-to user/repo")
+        if self.push_to and self.many:
+            raise InputError(f"--push-to needs one --method, not {self.method!r}",
+                             "e.g. --method tsvm --push-to user/repo")
         if (self.private or self.revision or self.create_pr or self.commit_message) and not self.push_to:
             raise InputError("--private/--revision/--create-pr/--commit-message only apply with --push-to")
 
@@ -142,8 +148,19 @@ class MergeConfig:
         """The methods this run merges with, in registry order (``all``: every one not in :data:`NOT_IN_ALL`)."""
         from ..merging import MERGE_METHODS
 
-        names = [m for m in MERGE_METHODS if m not in NOT_IN_ALL] if self.method == "all" else [self.method]
+        parts = self._parts()
+        names = [m for m in MERGE_METHODS if m not in NOT_IN_ALL] if parts == ["all"] else \
+            [m for m in MERGE_METHODS if m in parts]
         return [m for m in names if not MERGE_METHODS[m].needs_data or not self.weights_only]
+
+    @property
+    def many(self) -> bool:
+        """Whether the run compares several methods (``all`` or a comma-separated list): one folder each."""
+        parts = self._parts()
+        return parts == ["all"] or len(parts) > 1
+
+    def _parts(self) -> list[str]:
+        return [m.strip() for m in str(self.method).split(",") if m.strip()]
 
     def to_dict(self) -> dict:
         return asdict(self)

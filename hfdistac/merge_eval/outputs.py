@@ -60,7 +60,7 @@ class OutputWriter:
 
     def __init__(self, config: MergeConfig, recipe, base, tasks, sources):
         self.config, self.recipe, self.base, self.tasks, self.sources = config, recipe, base, tasks, sources
-        self.many = config.method == "all"
+        self.many = config.many
         self._context = None
         self.root: Path | None = None
 

@@ -1,8 +1,9 @@
 """Evaluating merges: each task's head and splits, one vision tower set to θ₀ + α·τ, and the paper's rows.
 
 * :func:`load_task_data` — stage 1 (data first, to fail fast on a missing split): per task the frozen
-  zero-shot head, the seeded validation split (10 % of train) and the test split, preprocessed once and
-  cached in memory (up to a budget) because every α of every method is evaluated on them.
+  zero-shot head, the validation split (the recipe's ``val_split``; default the seeded 10 % of train) and the
+  test split, preprocessed once and cached in memory (up to a budget) because every α of every method is
+  evaluated on them.
 * :class:`MergedModel` — one ``CLIPVisionModel`` whose weights are set to θ₀ + α·τ and evaluated on every task.
 * :func:`reference_rows` — the zero-shot θ₀ row and the individual (normaliser) models, whose accuracies
   are cached on disk.
@@ -68,7 +69,7 @@ def load_task_data(recipe, base, config: MergeConfig, methods: list[str]) -> tup
                              "add 'dataset:' to the task, or merge weights only with --weights-only --alpha A")
         spec = t.dataset_spec()
         test = load_image_data(spec, t.test_split)
-        val = load_image_data(spec, "validation") if config.alpha is None else None
+        val = load_image_data(spec, t.val_split) if config.alpha is None else None
         head = head_for_task(base, test, templates=t.templates)
         if needs_train:
             train_data[t.name] = load_image_data(spec, t.train_split)
@@ -182,7 +183,7 @@ def reference_rows(merged: MergedModel, base, report: dict, *, progress: bool = 
         for split_name in (["validation"] if task.val else []) + ["test"]:
             split = task.val if split_name == "validation" else task.test
             key = _eval_cache_key(resolve_model(task.normalizer_ref).revision, base.resolved.revision,
-                                  split.data.spec, split_name, split.limit, task.head.class_names, task.head.templates)
+                                  split.data.spec, split.data.split, split.limit, task.head.class_names, task.head.templates)
             cached = cache_dir / f"{key}.json"
             if cached.is_file():
                 norm_acc[split_name][task.name] = json.loads(cached.read_text())["accuracy"]
