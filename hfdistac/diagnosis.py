@@ -135,15 +135,28 @@ def classify(norm: float, norm_ratio: float | None, mean_others: float | None, n
 
 
 def condition_command(reference: str, base: str, rec: dict, dataset: str | None = None) -> str | None:
-    """The ``hfdistac condition`` command line that applies a recommendation."""
+    """The ``hfdistac condition`` command line that applies a recommendation (with ``--lr`` when the
+    recommendation carries the rate the model's card names, :func:`card_distac_lr`)."""
     if rec.get("action") != "distac":
         return None
     parts = ["hfdistac condition", reference, "--base", base, "--preset", rec["preset"]]
     if rec.get("target_norm"):
         parts += ["--target-norm", f"{rec['target_norm']:.6g}"]
+    if rec.get("lr"):
+        parts += ["--lr", f"{rec['lr']:g}"]
     if dataset:
         parts += ["--data", dataset]
     return " ".join(parts)
+
+
+def card_distac_lr(card: dict) -> float | None:
+    """The learning rate a model card recommends for DisTaC (``hfdistac: {distac_lr: ...}``), if any.
+
+    The paper distils at the *standard* fine-tuning rate of the task (1e-5 for ViT-B/32), which is not
+    ``condition``'s default for every model: the example suite fine-tunes at 3e-4 and says so in its cards.
+    """
+    value = (card.get("hfdistac") or {}).get("distac_lr") if isinstance(card, dict) else None
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0 else None
 
 
 def inspect_models(
@@ -205,6 +218,7 @@ def inspect_models(
     base_model = load_base(base)
     theta0 = base_model.weights
     results: list[ModelDiagnosis] = []
+    card_lrs: list[float | None] = []
     eval_options = {"split": split, "limit": limit, "batch_size": batch_size, "num_workers": num_workers,
                     "device": device, "progress": progress}
     for i, ref in enumerate(tqdm(models, desc="inspecting", disable=not progress, unit="model")):
@@ -225,12 +239,16 @@ def inspect_models(
                                tuple(given_names[0]) if given_names and given_names[0] else None)
         results.append(_diagnose_one(name, ref, ft, base_model, theta0, spec,
                                      list(templates[i]) if templates and templates[i] else None, eval_options))
+        card_lrs.append(card_distac_lr(ft.card))
         del ft
-    for diag, (ratio, mean_others) in zip(results, norm_statistics([d.norm for d in results]), strict=True):
+    for diag, lr, (ratio, mean_others) in zip(results, card_lrs, norm_statistics([d.norm for d in results]),
+                                              strict=True):
         diag.norm_ratio = ratio
         diag.flags, diag.recommendation = classify(diag.norm, ratio, mean_others, diag.normalized_entropy,
                                                    norm_threshold=norm_threshold,
                                                    entropy_threshold=entropy_threshold)
+        if lr and diag.recommendation.get("action") == "distac":
+            diag.recommendation["lr"] = lr
         diag.target_norm = diag.recommendation.get("target_norm")
         cmd = condition_command(diag.reference, base, diag.recommendation, diag.dataset)
         if cmd:

@@ -34,6 +34,16 @@ def test_norm_statistics_and_classification_by_hand():
     assert classify(1.0, 1.5, 1.0, 0.05) == ([], {"action": "none", "reason": "ready to merge"})
 
 
+def test_condition_command_takes_the_rate_a_card_names():
+    from hfdistac.diagnosis import card_distac_lr, condition_command
+
+    assert card_distac_lr({"hfdistac": {"distac_lr": 3e-4}}) == 3e-4
+    assert card_distac_lr({"hfdistac": {"distac_lr": "fast"}}) is None and card_distac_lr({}) is None
+    rec = {"action": "distac", "preset": "norm", "target_norm": 1.25, "lr": 3e-4}
+    assert condition_command("m", "b", rec, "d") == ("hfdistac condition m --base b --preset norm --target-norm 1.25 "
+                                                     "--lr 0.0003 --data d")
+
+
 def test_inspect_flags_the_long_vector(tiny, tmp_path, capsys):
     code, out, err = run_cli(capsys, "inspect", tiny.ft_a, tiny.ft_b, tiny.ft_c, tiny.ft_long, "--base", tiny.base,
                              "--data", "none", "none", "none", "none", "--json", tmp_path / "d.json",
