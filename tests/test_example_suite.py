@@ -12,7 +12,7 @@ import yaml
 
 from hfdistac.errors import InputError
 from hfdistac.example_suite import SuitePlan, build_example_suite, suite_status
-from tests._fixtures_suite import SUITE_SEED, SUITE_TASKS
+from tests._fixtures_suite import SUITE_SEED, SUITE_TASKS, suite_plan
 
 # A plan small enough to build in seconds: for the determinism, caching and atomicity tests (the figures
 # it produces mean nothing).
@@ -51,7 +51,7 @@ def test_layout(example_suite):
         for variant in ("", "-highlr", "-ls"):
             d = example_suite / "models" / f"{n}{variant}"
             assert (d / "config.json").is_file() and (d / "model.safetensors").is_file() and (d / "README.md").is_file()
-        for split in ("train", "test"):
+        for split in ("train", "holdout", "test"):
             assert (example_suite / "data" / n / "data" / f"{split}-00000-of-00001.parquet").is_file()
     assert suite_status(example_suite) == "complete"
 
@@ -84,7 +84,10 @@ def test_datasets_load_with_class_labels(example_suite):
     fig = _suite(example_suite)
     name = fig["task_names"][0]
     ds = load_dataset(str(example_suite / "data" / name))
-    assert set(ds) == {"train", "test"}
+    assert set(ds) == {"train", "holdout", "test"}
+    plan = fig["plan"]
+    n_val = round(plan["val_fraction"] * plan["n_train"])
+    assert ds["holdout"].num_rows == n_val and ds["train"].num_rows == plan["n_train"] - n_val
     feat = ds["train"].features["label"]
     assert isinstance(feat, ClassLabel) and feat.names == fig["tasks"][name]["classes"]
     assert ds["test"].num_rows == fig["plan"]["n_test"]
@@ -108,6 +111,7 @@ def test_cards_and_recipes(example_suite):
             assert (d / own["base"]).resolve() == (example_suite / "base").resolve()
             assert (d / own["datasets"][0]).resolve().is_dir()
             assert meta["license"] and "hfdistac" in meta["tags"]
+            assert own["distac_lr"] == fig["plan"]["finetune_lr"]  # the rate inspect's command names
         assert _front_matter(example_suite / "data" / n / "README.md")["license"]
     mismatch = fig["mismatch_task"]
     expected = {"original": {n: f"../models/{n}" for n in names},
@@ -122,9 +126,8 @@ def test_cards_and_recipes(example_suite):
         for t in doc["tasks"]:
             assert t["model"] == models[t["name"]]
             assert (path.parent / t["model"]).is_dir() and (path.parent / t["dataset"]).is_dir()
-            assert t["train_split"] == "train" and t["test_split"] == "test"
-            if t["model"] != f"../models/{t['name']}":
-                assert t["normalizer"] == f"../models/{t['name']}"
+            assert t["train_split"] == "train" and t["val_split"] == "holdout" and t["test_split"] == "test"
+            assert "normalizer" not in t  # each scenario is normalised by its own source models
 
 
 # ---------------------------------------------------------------------------------------------- conditions
@@ -173,7 +176,8 @@ def test_recorded_norms_match_the_files(example_suite):
 def test_cached_second_call_is_instant(example_suite):
     before = (example_suite / "suite.json").stat().st_mtime_ns
     t0 = time.perf_counter()
-    summary = build_example_suite(example_suite, num_tasks=SUITE_TASKS, seed=SUITE_SEED, progress=False)
+    summary = build_example_suite(example_suite, num_tasks=SUITE_TASKS, seed=SUITE_SEED, progress=False,
+                                  plan=suite_plan())
     assert time.perf_counter() - t0 < 2.0
     assert summary.cached and summary.conditions_hold
     assert (example_suite / "suite.json").stat().st_mtime_ns == before

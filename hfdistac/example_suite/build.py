@@ -401,19 +401,24 @@ def _build_into(root: Path, config: SuiteConfig, plan: SuitePlan, progress: bool
     # 1. datasets: per task, independent of how many tasks are built ---------------------------------------
     processor = tiny_image_processor(plan.image_size)
     data: dict[str, dict[str, Any]] = {}
+    n_val = max(1, int(round(plan.val_fraction * plan.n_train)))
     for name in names:
         idx = TASK_NAMES.index(name)
         out: dict[str, Any] = {}
         for split, n in (("train", plan.n_train), ("test", plan.n_test)):
             rng = np.random.default_rng([seed, 1, idx, 0 if split == "train" else 1])
             a = sample_attributes(rng, n)
-            images = render_scenes(a, rng, plan.image_size)
+            images = render_scenes(a, rng, plan.image_size, plan.task_domain)
             labels = a[:, idx]
-            files.write_split(root / "data" / name / "data" / f"{split}-00000-of-00001.parquet", images, labels,
-                              attrs[name].classes)
+            # the first n_val drawn train images form the holdout split (never fine-tuned on; chooses alpha)
+            parts = {"holdout": np.s_[:n_val], "train": np.s_[n_val:]} if split == "train" else {"test": np.s_[:]}
+            for part, rows in parts.items():
+                files.write_split(root / "data" / name / "data" / f"{part}-00000-of-00001.parquet", images[rows],
+                                  labels[rows], attrs[name].classes)
             out[split] = (_processed(processor, images), torch.from_numpy(labels))
         (root / "data" / name / "README.md").write_text(
-            files.dataset_card(attrs[name], plan.n_train, plan.n_test, plan.image_size, seed), encoding="utf-8")
+            files.dataset_card(attrs[name], plan.n_train - n_val, n_val, plan.n_test, plan.image_size, seed),
+            encoding="utf-8")
         data[name] = out
     logger.info("wrote %d datasets", len(names))
 
@@ -445,7 +450,6 @@ def _build_into(root: Path, config: SuiteConfig, plan: SuitePlan, progress: bool
     heads = {n: build_head(clip, tokenizer, list(attrs[n].classes), [files.GENERIC_TEMPLATE]) for n in names}
     base_vm = clip.vision_model
     theta0 = vision_params(base_vm)
-    n_val = max(1, int(round(plan.val_fraction * plan.n_train)))
     variants = {
         "standard": dict(lr=plan.finetune_lr, label_smoothing=0.0, suffix=""),
         "highlr": dict(lr=plan.finetune_lr * plan.highlr_factor, label_smoothing=0.0, suffix="-highlr"),
@@ -460,7 +464,7 @@ def _build_into(root: Path, config: SuiteConfig, plan: SuitePlan, progress: bool
     jobs = []
     for ti, name in enumerate(names):
         x_tr, y_tr = data[name]["train"]
-        # the first n_val rows of train are held out to choose alpha
+        # the first n_val drawn rows are the holdout split, held out to choose alpha
         tensors.update({f"{name}.x": x_tr[n_val:], f"{name}.y": y_tr[n_val:], f"{name}.x_test": data[name]["test"][0],
                         f"{name}.head_weight": heads[name].weight})
         for variant, v in variants.items():
@@ -469,7 +473,7 @@ def _build_into(root: Path, config: SuiteConfig, plan: SuitePlan, progress: bool
                          "batch_size": plan.finetune_batch, "lr": v["lr"], "seed": seed * 1000 + ti,
                          "label_smoothing": v["label_smoothing"]})
     work = root / ".work"
-    test_logits = _run_finetunes(work, base_vm, jobs, tensors, float(clip.logit_scale.exp()), workers, progress)
+    test_logits = _run_finetunes(work, base_vm, jobs, tensors, float(clip.logit_scale.detach().exp()), workers, progress)
     for ti, name in enumerate(names):
         y_te = data[name]["test"][1]
         zs = zero_shot[name]
@@ -486,9 +490,9 @@ def _build_into(root: Path, config: SuiteConfig, plan: SuitePlan, progress: bool
                           "norm": round(norm, 4)}
             (root / "models" / f"{name}{v['suffix']}" / "README.md").write_text(files.model_card(
                 name, variant, lr=v["lr"], steps=plan.finetune_steps, batch_size=plan.finetune_batch,
-                label_smoothing=v["label_smoothing"], seed=seed * 1000 + ti,
-                train_accuracy_note=f"Trained on `train` minus its first {n_val} rows (held out to choose "
-                                    "merging coefficients)."), encoding="utf-8")
+                label_smoothing=v["label_smoothing"], seed=seed * 1000 + ti, distac_lr=plan.finetune_lr,
+                train_accuracy_note=f"Trained on `train` ({plan.n_train - n_val} images); the {n_val} images of "
+                                    "`holdout` were held out to choose merging coefficients."), encoding="utf-8")
         task_fig[name] = t
     shutil.rmtree(work)
 
@@ -504,16 +508,23 @@ def _build_into(root: Path, config: SuiteConfig, plan: SuitePlan, progress: bool
     for rname, (desc, suffixes) in recipes.items():
         tasks = []
         for n in names:
-            entry: dict[str, Any] = {"name": n, "model": f"../models/{n}{suffixes[n]}"}
-            if suffixes[n]:
-                entry["normalizer"] = f"../models/{n}"
-            entry.update(dataset=f"../data/{n}", train_split="train", test_split="test")
+            # no normaliser: each scenario is normalised by its own source models, as in the paper's Table 1
+            entry: dict[str, Any] = {"name": n, "model": f"../models/{n}{suffixes[n]}",
+                                     "dataset": f"../data/{n}", "train_split": "train", "val_split": "holdout",
+                                     "test_split": "test"}
             tasks.append(entry)
         (root / "recipes" / f"{rname}.yaml").write_text(files.recipe_text(rname, desc, tasks), encoding="utf-8")
 
     # 5. checks: task-arithmetic merges, alpha on the held-out rows of train -------------------------------
     merge_vm = copy.deepcopy(base_vm)
     variant_of = {"": "standard", "-highlr": "highlr", "-ls": "ls"}
+    # each source model's holdout accuracy normalises the validation score, as `hfdistac merge` does
+    holdout_acc = {}
+    for n in names:
+        x, y = data[n]["train"][0][:n_val], data[n]["train"][1][:n_val]
+        for variant in variants:
+            load_vision_params(merge_vm, {k: theta0[k] + tvs[(n, variant)][k] for k in theta0})
+            holdout_acc[(n, variant)] = accuracy(predict_logits(merge_vm, heads[n], x), y)
     merges: dict[str, Any] = {}
     for rname, (_, suffixes) in recipes.items():
         chosen = {n: variant_of[suffixes[n]] for n in names}
@@ -532,7 +543,7 @@ def _build_into(root: Path, config: SuiteConfig, plan: SuitePlan, progress: bool
         best_alpha, best = 0.0, -1.0
         for alpha in plan.alpha_grid:  # ties go to the smaller alpha
             val = evaluate(alpha, "train")
-            score = float(np.mean([val[n] / max(task_fig[n]["standard"]["accuracy"], 1e-9) for n in names]))
+            score = float(np.mean([val[n] / max(holdout_acc[(n, chosen[n])], 1e-9) for n in names]))
             if score > best + 1e-9:
                 best_alpha, best = alpha, score
         test = evaluate(best_alpha, "test")
@@ -540,7 +551,7 @@ def _build_into(root: Path, config: SuiteConfig, plan: SuitePlan, progress: bool
             "alpha": best_alpha,
             "mean_accuracy": round(float(np.mean(list(test.values()))), 2),
             "mean_normalized_accuracy": round(float(np.mean(
-                [100.0 * test[n] / task_fig[n]["standard"]["accuracy"] for n in names])), 2),
+                [100.0 * test[n] / task_fig[n][chosen[n]]["accuracy"] for n in names])), 2),
             "accuracy": {n: round(a, 2) for n, a in test.items()},
         }
 

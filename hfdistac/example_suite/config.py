@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..errors import InputError
-from .synthetic import TASK_NAMES
+from .synthetic import TASK_DOMAIN, TASK_NAMES, Domain
 
 MIN_TASKS = 2
 
@@ -63,11 +63,12 @@ class SuitePlan:
     pretrain_batch: int = 128
     pretrain_lr: float = 3e-3
     logit_scale: float = 100.0
-    finetune_steps: int = 450
+    finetune_steps: int = 900
     finetune_batch: int = 64
     finetune_lr: float = 3e-4
     highlr_factor: float = 10.0
     label_smoothing: float = 0.1
+    task_domain: Domain = TASK_DOMAIN
     alpha_grid: tuple[float, ...] = tuple(round(0.05 * i, 2) for i in range(21))
     # thresholds of the four conditions
     min_gain_points: float = 10.0

@@ -41,13 +41,13 @@ def _front_matter(meta: dict) -> str:
     return "---\n" + yaml.safe_dump(meta, sort_keys=False, allow_unicode=True) + "---\n"
 
 
-def dataset_card(attr: Attribute, n_train: int, n_test: int, image_size: int, seed: int) -> str:
-    """README.md of a task's dataset."""
+def dataset_card(attr: Attribute, n_train: int, n_holdout: int, n_test: int, image_size: int, seed: int) -> str:
+    """README.md of a task's dataset (splits ``train``, ``holdout``, ``test``)."""
     meta = {
         "license": LICENSE,
         "pretty_name": f"hfdistac example suite: {attr.name}",
         "task_categories": ["image-classification"],
-        "size_categories": ["n<1K"] if n_train + n_test < 1000 else ["1K<n<10K"],
+        "size_categories": ["n<1K"] if n_train + n_holdout + n_test < 1000 else ["1K<n<10K"],
         "tags": ["hfdistac", "synthetic", "example-suite"],
         "dataset_info": {
             "features": [{"name": "image", "dtype": "image"},
@@ -55,7 +55,8 @@ def dataset_card(attr: Attribute, n_train: int, n_test: int, image_size: int, se
                              str(i): c for i, c in enumerate(attr.classes)}}}}],
         },
         "configs": [{"config_name": "default", "data_files": [
-            {"split": "train", "path": "data/train-*"}, {"split": "test", "path": "data/test-*"}]}],
+            {"split": "train", "path": "data/train-*"}, {"split": "holdout", "path": "data/holdout-*"},
+            {"split": "test", "path": "data/test-*"}]}],
     }
     classes = ", ".join(f"`{c}`" for c in attr.classes)
     return _front_matter(meta) + f"""
@@ -66,12 +67,14 @@ the image, a digit in the other half, often a coloured band and a corner mark), 
 **{attr.description}**: {classes}.
 Every task of the suite draws its images from the same scene generator and labels a different attribute.
 
-Generated offline by `hfdistac example-suite` (seed {seed}): {n_train} train and {n_test} test images.
+Generated offline by `hfdistac example-suite` (seed {seed}): {n_train} train, {n_holdout} holdout and {n_test}
+test images. The suite's models are fine-tuned on `train` only; `holdout` is what the suite's recipes name as
+their `val_split`, to choose merging coefficients on images no model saw.
 """
 
 
 def model_card(task: str, variant: str, *, lr: float, steps: int, batch_size: int, label_smoothing: float,
-               train_accuracy_note: str, seed: int) -> str:
+               train_accuracy_note: str, seed: int, distac_lr: float) -> str:
     """README.md of a fine-tuned vision tower. Its base and dataset are sibling folders of the suite, named by
     relative paths in the ``hfdistac`` block (hfdistac resolves them against the model folder); ``base_model``
     and ``datasets`` stay unset, since the Hub accepts only repo ids there and the card must upload as it is."""
@@ -85,7 +88,8 @@ def model_card(task: str, variant: str, *, lr: float, steps: int, batch_size: in
         "pipeline_tag": "image-classification",
         "license": LICENSE,
         "tags": tags,
-        "hfdistac": {"base": "../../base", "datasets": [f"../../data/{task}"]},
+        # distac_lr: the suite's standard fine-tuning rate, which DisTaC uses (inspect puts it in its command)
+        "hfdistac": {"base": "../../base", "datasets": [f"../../data/{task}"], "distac_lr": distac_lr},
     }
     what = {
         "standard": "the standard fine-tuning recipe",
@@ -145,7 +149,8 @@ A miniature, offline replica of the DisTaC paper's benchmark, written by `hfdist
 (seed {seed}, tasks: {", ".join(task_names)}).
 
 - `base/`: tiny contrastively pretrained `CLIPModel` + tokenizer + image processor.
-- `data/<task>/`: Hub-style parquet datasets (`image`, `label` with `ClassLabel` names; `train`/`test`).
+- `data/<task>/`: Hub-style parquet datasets (`image`, `label` with `ClassLabel` names; `train`, `holdout`
+  (never seen in fine-tuning; the recipes' `val_split`), `test`).
 - `models/<task>`, `<task>-highlr`, `<task>-ls`: fine-tuned `CLIPVisionModel`s (standard, 10× learning rate,
   label smoothing 0.1), each with a model card naming its base and dataset (as relative paths in its
   `hfdistac` metadata, which hfdistac resolves).

@@ -114,22 +114,60 @@ def _draw_frame(img: np.ndarray, frame: int, width: int, strength: float = 1.0) 
         img[sl] = (1 - strength) * img[sl] + strength * ink
 
 
+@dataclass(frozen=True)
+class Domain:
+    """How a domain renders the scenes: the pretraining ("web") domain is clean and saturated; the tasks'
+    domain (:data:`TASK_DOMAIN`) washes colours towards the background, compresses brightness, thins the
+    frame, band and mark, adds noise and mixes the colour channels.
+
+    Attributes:
+        level_gain: Background brightness is ``110 + level_gain * (level - 110)``.
+        tint_gain: Scale of the background's tint.
+        object_mix / mark_mix / band_mix: Share of the attribute's own colour (the rest is background level).
+        mark_px / band_px: Side of the corner mark and height of the band at 32 px.
+        frame_width / frame_strength: Frame width in pixels and its opacity.
+        noise: Standard deviation of the pixel noise.
+        channel_mix: Share of each pixel's colour taken from the next channel (R<-G, G<-B, B<-R): a hue
+            rotation that keeps every class apart but moves it away from what pretraining named.
+    """
+
+    level_gain: float = 1.0
+    tint_gain: float = 1.0
+    object_mix: float = 1.0
+    mark_mix: float = 1.0
+    band_mix: float = 1.0
+    mark_px: int = 6
+    band_px: int = 6
+    frame_width: int = 2
+    frame_strength: float = 1.0
+    noise: float = 4.0
+    channel_mix: float = 0.0
+
+
+PRETRAIN_DOMAIN = Domain()
+#: The tasks' domain of the default build (see the package docstring for how it was chosen).
+TASK_DOMAIN = Domain(level_gain=0.45, tint_gain=0.45, object_mix=0.6, mark_mix=0.6, band_mix=0.65, mark_px=5,
+                     band_px=4, frame_width=1, frame_strength=0.6, noise=6.0, channel_mix=0.3)
+
+
 def render_scene(attrs: np.ndarray, rng: np.random.Generator, image_size: int = 32,
-                 domain: str = "task") -> np.ndarray:
+                 domain: str | Domain = "task") -> np.ndarray:
     """Render one scene as an ``[H, W, 3]`` uint8 array.
 
     Args:
         attrs: One row of :func:`sample_attributes` (labels in ``ATTRIBUTES`` order).
         rng: Source of the nuisance randomness (jitter, noise, exact placement).
         image_size: Side of the square image in pixels.
-        domain: ``"pretrain"`` (clean, saturated scenes: the "web" images the base model is pretrained on) or
-            ``"task"`` (the datasets' scenes: washed-out colours, compressed brightness, a fainter and thinner
-            frame, a smaller mark, a thinner band and more noise). The shift between the two is what keeps
-            zero-shot accuracy well below fine-tuned accuracy, as for real CLIP on e.g. SVHN or EuroSAT.
+        domain: ``"pretrain"`` (:data:`PRETRAIN_DOMAIN`: clean, saturated scenes, the "web" images the base
+            model is pretrained on), ``"task"`` (:data:`TASK_DOMAIN`: the datasets' scenes) or a
+            :class:`Domain`. The shift between the two is what keeps zero-shot accuracy well below
+            fine-tuned accuracy, as for real CLIP on e.g. SVHN or EuroSAT.
     """
-    if domain not in ("pretrain", "task"):
-        raise ValueError(f"domain must be 'pretrain' or 'task', got {domain!r}")
-    shifted = domain == "task"
+    if isinstance(domain, str):
+        if domain not in ("pretrain", "task"):
+            raise ValueError(f"domain must be 'pretrain', 'task' or a Domain, got {domain!r}")
+        domain = PRETRAIN_DOMAIN if domain == "pretrain" else TASK_DOMAIN
+    d = domain
     colour, background, frame, tint, size, mark, band, ink = (int(v) for v in attrs)
     position = int(rng.integers(0, len(POSITIONS)))  # nuisance
     count = int(rng.integers(0, 3))  # nuisance: 1-3 objects
@@ -145,9 +183,8 @@ def render_scene(attrs: np.ndarray, rng: np.random.Generator, image_size: int = 
     level = _BACKGROUNDS[background] + rng.uniform(-12, 12)
     tint_rgb = _TINTS[tint] + rng.uniform(-5, 5, size=3)
     amplitude = (6.0, 14.0)[contrast]
-    if shifted:
-        level = 110.0 + 0.45 * (level - 110.0)
-        tint_rgb = 0.45 * tint_rgb
+    level = 110.0 + d.level_gain * (level - 110.0)
+    tint_rgb = d.tint_gain * tint_rgb
     period = 4.0 if stripes == 0 else 8.0
     phase = rng.uniform(0, period)
     coord = (yy, xx, (xx + yy) / np.sqrt(2.0))[texture]
@@ -156,8 +193,8 @@ def render_scene(attrs: np.ndarray, rng: np.random.Generator, image_size: int = 
     img[:] = level + tint_rgb
     img += (amplitude * stripe_wave)[..., None]
     if band < 2:  # on the background, under the objects and the digit
-        band_rgb = _BANDS[band] if not shifted else 0.65 * _BANDS[band] + 0.35 * level
-        img[band_top:band_top + max(2, round((6 if not shifted else 4) * s / 32))] = band_rgb
+        band_rgb = d.band_mix * _BANDS[band] + (1 - d.band_mix) * level
+        img[band_top:band_top + max(2, round(d.band_px * s / 32))] = band_rgb
 
     # halves: objects in one, digit in the opposite one
     half = s / 2.0
@@ -171,8 +208,7 @@ def render_scene(attrs: np.ndarray, rng: np.random.Generator, image_size: int = 
     short_c = (x0 + x1) / 2.0 if vertical else (y0 + y1) / 2.0
     slot = (long1 - long0) / n_obj
     col = np.clip(_COLOURS[colour] + rng.uniform(-20, 20, size=3), 0, 255)
-    if shifted:
-        col = 0.6 * col + 0.4 * level
+    col = d.object_mix * col + (1 - d.object_mix) * level
     for i in range(n_obj):
         c_long = long0 + slot * (i + 0.5) + rng.uniform(-1.0, 1.0)
         c_short = short_c + rng.uniform(-2.0, 2.0)
@@ -180,12 +216,11 @@ def render_scene(attrs: np.ndarray, rng: np.random.Generator, image_size: int = 
         img[_shape_mask(shape, radius, cy, cx, yy, xx)] = col
 
     if mark < 2:  # a square in a random corner (inside the frame)
-        side = max(2, round((5 if shifted else 6) * s / 32))
+        side = max(2, round(d.mark_px * s / 32))
         inset = max(2, round(2 * s / 32))
         top = inset if corner < 2 else s - inset - side
         left = inset if corner % 2 == 0 else s - inset - side
-        mark_rgb = _MARKS[mark] if not shifted else 0.6 * _MARKS[mark] + 0.4 * level
-        img[top:top + side, left:left + side] = mark_rgb
+        img[top:top + side, left:left + side] = d.mark_mix * _MARKS[mark] + (1 - d.mark_mix) * level
 
     # the digit glyph (scaled x2 at 32 px), centred in the half without objects
     gy0, gy1, gx0, gx1 = regions[opposite[position]]
@@ -198,18 +233,15 @@ def render_scene(attrs: np.ndarray, rng: np.random.Generator, image_size: int = 
     patch = img[top:top + gh, left:left + gw]
     patch[glyph] = _INKS[ink]
 
-    if not shifted:
-        _draw_frame(img, frame, width=2)
-        img += rng.normal(0.0, 4.0, size=img.shape)
-        return np.clip(img, 0, 255).round().astype(np.uint8)
-
-    _draw_frame(img, frame, width=1, strength=0.6)
-    img += rng.normal(0.0, 6.0, size=img.shape)
+    _draw_frame(img, frame, width=d.frame_width, strength=d.frame_strength)
+    if d.channel_mix:
+        img = (1 - d.channel_mix) * img + d.channel_mix * img[..., [1, 2, 0]]
+    img += rng.normal(0.0, d.noise, size=img.shape)
     return np.clip(img, 0, 255).round().astype(np.uint8)
 
 
 def render_scenes(attrs: np.ndarray, rng: np.random.Generator, image_size: int = 32,
-                  domain: str = "task") -> np.ndarray:
+                  domain: str | Domain = "task") -> np.ndarray:
     """Render every row of ``attrs`` (see :func:`render_scene`); returns ``[N, H, W, 3]`` uint8."""
     return np.stack([render_scene(a, rng, image_size, domain) for a in attrs]) if len(attrs) else np.zeros(
         (0, image_size, image_size, 3), dtype=np.uint8)
