@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 
 import pytest
 
@@ -16,20 +18,81 @@ def run_cli(capsys, *argv):
 
 
 @pytest.mark.slow
-def test_demo_end_to_end_on_the_session_suite(example_suite, tmp_path, capsys):
-    code, out, err = run_cli(capsys, "demo", tmp_path / "demo", "--suite", example_suite, "--condition-steps", "10",
-                             "--kappa-grid", "0.5", "1", "--no-progress")
+def test_demo_end_to_end_on_the_session_suite(example_suite, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # relative paths, as a user types them
+    code, out, err = run_cli(capsys, "demo", "demo", "--suite", os.path.relpath(example_suite), "--condition-steps", "10",
+                             "--mismatch-tasks", "colour", "frame", "--kappa-grid", "0.5", "1", "--no-progress")
     assert code == 0, err
     summary = json.loads((tmp_path / "demo" / "demo.json").read_text())
-    assert list(summary["table"]) == ["original", "norm mismatch", "norm mismatch + DisTaC", "low confidence",
-                                      "low confidence + DisTaC"]
-    for scenario in summary["table"].values():
-        assert {"zero-shot", "individual", "task_arithmetic", "ties", "consensus", "tsvm", "average"} <= set(scenario)
-    assert "Task Arithmetic" in out and (tmp_path / "demo" / "table1.md").is_file()
+    table = summary["table"]
+    assert list(table) == ["original", "norm mismatch", "norm mismatch + DisTaC", "low confidence",
+                           "low confidence + DisTaC"]
+    assert summary["methods"] == ["task_arithmetic", "ties", "consensus", "tsvm"]  # the paper's Table 1
+    for scenario in table.values():
+        assert {"zero-shot", "individual", "task_arithmetic", "ties", "consensus", "tsvm"} <= set(scenario)
+    # norm mismatch: one run per task named, the scenario's numbers their mean
+    runs = summary["norm_mismatch_runs"]
+    assert [r["task"] for r in runs] == ["colour", "frame"] and all(r["flagged"] == [r["task"]] for r in runs)
+    for scenario in ("norm mismatch", "norm mismatch + DisTaC"):
+        for method in summary["methods"]:
+            per_run = [r["table"][scenario][method]["mean_normalized_accuracy"] for r in runs]
+            assert table[scenario][method]["mean_normalized_accuracy"] == pytest.approx(sum(per_run) / 2, abs=1e-3)
+    # each scenario normalised by its own source models: the individual rows differ
+    individual = {s: table[s]["individual"]["mean_accuracy"] for s in table}
+    assert individual["original"] != individual["low confidence"]
+    assert individual["low confidence"] == individual["low confidence + DisTaC"]
+    # alpha chosen on the suite's holdout split, TIES at the paper-equivalent density
+    merge_cfg = json.loads((tmp_path / "demo" / "merges" / "original" / "hfdistac_config.json").read_text())
+    assert merge_cfg["density"] == summary["ties_density"]["density"] != 0.2
+    recipe = (tmp_path / "demo" / "recipes" / "norm-mismatch-colour.yaml").read_text()
+    assert "val_split: holdout" in recipe and "colour-highlr" in recipe
+    monkeypatch.chdir(Path(example_suite).parent)  # the demo's recipes work from any directory
+    from hfdistac.recipe import load_recipe
+
+    for name in ("norm-mismatch-colour", "norm-mismatch-colour-distac", "low-confidence-distac"):
+        for task in load_recipe(tmp_path / "demo" / "recipes" / f"{name}.yaml").tasks:
+            assert Path(task.model).is_absolute() and Path(task.model).is_dir(), (name, task.model)
+    monkeypatch.chdir(tmp_path)
+    # inspect's command carries the suite's fine-tuning rate (from the model card), as the demo uses
+    flagged = next(m for m in summary["diagnoses"]["norm-mismatch-colour"]["models"] if m["flags"])
+    assert "--lr 0.0003" in flagged["recommendation"]["command"]
+    md = (tmp_path / "demo" / "table1.md").read_text()
+    assert "· 78.0" in md and "· 15.6" in md and "recovered" in md  # the paper's numbers beside ours
+    assert "Task Arithmetic" in out and "run by run" in out
     assert (tmp_path / "demo" / "kappa_sweep.png").is_file() and len(summary["kappa_sweep"]) == 4
     for cond in (tmp_path / "demo" / "conditioned").iterdir():
         assert {"model.safetensors", "task_vector.safetensors", "report.json", "README.md"} <= \
             {p.name for p in cond.iterdir()}
+    assert {c.name for c in (tmp_path / "demo" / "conditioned").iterdir()} >= {"colour-highlr", "frame-highlr"}
+
+
+def test_table1_beside_the_paper_and_recovery():
+    from hfdistac.demo import SCENARIO_NAMES, recovery, table1_markdown
+
+    values = [80.0, 70.0, 78.0, 60.0, 70.0]
+    table = {s: {"task_arithmetic": {"mean_accuracy": v, "mean_normalized_accuracy": v},
+                 "zero-shot": {"mean_accuracy": 50.0, "mean_normalized_accuracy": 52.0},
+                 "individual": {"mean_accuracy": 96.0, "mean_normalized_accuracy": 100.0}}
+             for s, v in zip(SCENARIO_NAMES, values, strict=True)}
+    assert recovery(table, "task_arithmetic", "norm mismatch") == {"drop": 10.0, "recovered_points": 8.0,
+                                                                   "recovered_percent": 80.0}
+    assert recovery(table, "task_arithmetic", "low confidence")["recovered_percent"] == 50.0
+    md = table1_markdown(table, ["task_arithmetic"], runs=8)
+    assert "80.0 (80.0) · 78.0" in md and "10.0 · 6.2" in md and "80 % · 103 %" in md and "8 run(s)" in md
+
+
+def test_paper_equivalent_ties_density_for_vit_b32():
+    from transformers import CLIPConfig
+
+    from hfdistac.demo import paper_equivalent_density
+
+    d = paper_equivalent_density(CLIPConfig())  # transformers' default CLIPConfig is ViT-B/32's shape
+    assert d["density"] == pytest.approx(0.172, abs=5e-4)
+
+
+def test_demo_refuses_unknown_mismatch_tasks(example_suite, tmp_path, capsys):
+    code, _, err = run_cli(capsys, "demo", tmp_path / "demo", "--suite", example_suite, "--mismatch-tasks", "shape")
+    assert code == 2 and "'shape'" in err and "colour" in err
 
 
 def test_demo_refuses_an_incomplete_suite(tmp_path, capsys):

@@ -23,6 +23,13 @@ def _run(cfg: DemoConfig) -> int:
         print(table(["model", "kappa", "norm before", "norm after", "H before", "H after", "acc teacher",
                      "acc rescaled", "acc DisTaC"], rows))
     print("\n" + summary["table_markdown"])
+    if len(summary["norm_mismatch_runs"]) > 1:
+        print("\nnorm mismatch, run by run (mean normalised accuracy %, without -> with DisTaC):")
+        methods = summary["methods"]
+        print(table(["high-LR task", *methods],
+                    [[r["task"], *(f"{r['table']['norm mismatch'][m]['mean_normalized_accuracy']:.1f} -> "
+                                   f"{r['table']['norm mismatch + DisTaC'][m]['mean_normalized_accuracy']:.1f}"
+                                   for m in methods)] for r in summary["norm_mismatch_runs"]]))
     if summary["kappa_sweep"]:
         print("\nkappa sweep (task arithmetic, naive rescaling):")
         print(table(["mode", "multiple", "kappa", "alpha", "mean acc", "mean norm. acc"],
@@ -37,7 +44,8 @@ COMMAND = Command(
     "diagnose, condition with DisTaC, merge and compare on the built-in example suite (offline, minutes)",
     """\
       hfdistac demo                       # builds ./hfdistac-demo/example-suite, then everything else
-      hfdistac demo out --suite example-suite --condition-steps 200""",
+      hfdistac demo out --suite example-suite --condition-steps 200
+      hfdistac demo out --suite example-suite --mismatch-tasks colour --methods task_arithmetic tsvm""",
     DemoConfig,
     _run,
 )
