@@ -7,12 +7,14 @@ busy that is the worst choice: OpenMP threads wait for each other at every opera
 the cores (measured: ``hfdistac demo`` took 3,682 s at the default and 342 s with one thread, with an identical
 result). :func:`default_threads` takes the cores this process may use and leaves out those other processes are
 running on right now; :func:`set_threads` applies a count (``hfdistac --threads N``; the command line calls it
-before every command). Worker processes get their share: the example suite's fine-tuning workers and
-DataLoader workers run one thread each, and as many workers as there are free cores.
+before every command). Worker processes get their share: the example suite's fine-tuning workers, the demo's
+step workers (:mod:`hfdistac.processes`) and DataLoader workers run one thread each, and as many workers as
+there are free cores.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -88,3 +90,22 @@ def release_freed_memory() -> bool:
         return bool(ctypes.CDLL(name).mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES))
     except (OSError, AttributeError):
         return False
+
+
+@contextlib.contextmanager
+def torch_state(threads: int | None):
+    """Isolate the caller's global torch RNG state (and optionally its thread count) from what runs inside.
+
+    The example suite's training and the demo's steps run at one thread inside it, so their results do not
+    depend on the machine's core count or on how many worker processes share the work.
+    """
+    import torch
+
+    old_threads = torch.get_num_threads()
+    with torch.random.fork_rng(devices=[]):
+        if threads:
+            torch.set_num_threads(threads)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(old_threads)

@@ -313,19 +313,18 @@ def _default_workers() -> int:
 
 def _worker_command(work: Path, index: int, count: int) -> list[str]:
     """The command line of fine-tuning worker ``index`` of ``count`` (see :mod:`.worker`)."""
-    import sys
+    from ..processes import module_command
 
-    return [sys.executable, "-m", "hfdistac.example_suite.worker", str(work), str(index), str(count)]
+    return module_command("hfdistac.example_suite.worker", work, index, count)
 
 
 def _run_finetunes(work: Path, base_vm, jobs: list[dict[str, Any]], tensors: dict[str, torch.Tensor],
                    logit_scale: float, workers: int, progress: bool) -> dict[str, torch.Tensor]:
     """Run the fine-tuning jobs (see :mod:`.worker`) inline or in ``workers`` processes; return test logits."""
-    import subprocess
-
     from safetensors.torch import load_file, save_file
     from tqdm.auto import tqdm
 
+    from ..processes import run_worker_processes
     from . import worker
 
     work.mkdir(parents=True, exist_ok=True)
@@ -341,39 +340,9 @@ def _run_finetunes(work: Path, base_vm, jobs: list[dict[str, Any]], tensors: dic
                 worker.run_job(work, job, spec, tensors, progress=progress)
                 bar.update(1)
         else:
-            procs = []
-            logs = []
-            try:
-                for i in range(workers):
-                    log = open(work / f"worker-{i}.log", "wb")  # noqa: SIM115 (closed below)
-                    logs.append(log)
-                    procs.append(subprocess.Popen(_worker_command(work, i, workers), stdout=log,
-                                                  stderr=subprocess.STDOUT))
-                def finished_jobs() -> int:
-                    return sum(worker.job_logits_path(work, j["key"]).exists() for j in jobs)
-
-                done = 0
-                while done < len(jobs):
-                    finished = finished_jobs()
-                    bar.update(finished - done)
-                    done = finished
-                    failed = [(i, p.returncode) for i, p in enumerate(procs) if p.poll() not in (None, 0)]
-                    if failed:
-                        i, code = failed[0]
-                        tail = (work / f"worker-{i}.log").read_text(errors="replace")[-2000:]
-                        raise RuntimeError(f"example-suite fine-tuning worker {i} exited with code {code}:\n{tail}")
-                    if done < len(jobs):
-                        # every worker exited cleanly: count again (one may have finished since the count above)
-                        if all(p.poll() == 0 for p in procs) and finished_jobs() < len(jobs):
-                            raise RuntimeError("example-suite fine-tuning workers finished without every model")
-                        time.sleep(0.2)
-            finally:
-                for p in procs:
-                    if p.poll() is None:
-                        p.kill()
-                    p.wait()
-                for log in logs:
-                    log.close()
+            run_worker_processes(lambda i, n: _worker_command(work, i, n), workers, work, total=len(jobs),
+                                 what="example-suite fine-tuning", bar=bar,
+                                 finished=lambda: sum(worker.job_logits_path(work, j["key"]).exists() for j in jobs))
     return {j["key"]: load_file(str(worker.job_logits_path(work, j["key"])))["logits"] for j in jobs}
 
 

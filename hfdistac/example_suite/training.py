@@ -7,7 +7,6 @@ plain tensor forward/backward.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 from collections.abc import Mapping
@@ -17,21 +16,9 @@ from torch import nn
 
 from ..heads import Head, ZeroShotClassifier
 from ..metrics import entropy
+from ..runtime import torch_state  # noqa: F401 (the suite's modules import it from here)
 
 logger = logging.getLogger(__name__)
-
-
-@contextlib.contextmanager
-def torch_state(threads: int | None):
-    """Isolate the caller's global torch RNG state (and optionally its thread count) from the build."""
-    old_threads = torch.get_num_threads()
-    with torch.random.fork_rng(devices=[]):
-        if threads:
-            torch.set_num_threads(threads)
-        try:
-            yield
-        finally:
-            torch.set_num_threads(old_threads)
 
 
 def _progress(total: int, desc: str, enabled: bool):
