@@ -21,9 +21,11 @@ def run_cli(capsys, *argv):
 def test_demo_end_to_end_on_the_session_suite(example_suite, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)  # relative paths, as a user types them
     code, out, err = run_cli(capsys, "demo", "demo", "--suite", os.path.relpath(example_suite), "--condition-steps", "10",
-                             "--mismatch-tasks", "colour", "frame", "--kappa-grid", "0.5", "1", "--no-progress")
+                             "--mismatch-tasks", "colour", "frame", "--kappa-grid", "0.5", "1", "--no-progress",
+                             "--workers", "2")
     assert code == 0, err
     summary = json.loads((tmp_path / "demo" / "demo.json").read_text())
+    assert summary["workers"] == 2 and not (tmp_path / "demo" / ".jobs").exists()
     table = summary["table"]
     assert list(table) == ["original", "norm mismatch", "norm mismatch + DisTaC", "low confidence",
                            "low confidence + DisTaC"]
@@ -64,6 +66,36 @@ def test_demo_end_to_end_on_the_session_suite(example_suite, tmp_path, capsys, m
         assert {"model.safetensors", "task_vector.safetensors", "report.json", "README.md"} <= \
             {p.name for p in cond.iterdir()}
     assert {c.name for c in (tmp_path / "demo" / "conditioned").iterdir()} >= {"colour-highlr", "frame-highlr"}
+
+    # the same steps in this one process (one thread, like each worker) give the same numbers
+    code, _, err = run_cli(capsys, "demo", "inline", "--suite", example_suite, "--condition-steps", "10",
+                           "--mismatch-tasks", "colour", "--kappa-grid", "1", "--no-progress", "--workers", "1")
+    assert code == 0, err
+    inline = json.loads((tmp_path / "inline" / "demo.json").read_text())
+    assert inline["workers"] == 1
+    for scenario in ("original", "low confidence", "low confidence + DisTaC"):
+        assert inline["table"][scenario] == table[scenario], scenario
+    assert inline["norm_mismatch_runs"][0] == runs[0]
+    assert inline["kappa_sweep"] == [r for r in summary["kappa_sweep"] if r["multiple"] == 1]
+    assert inline["conditioned"] == [
+        {**c, "output": c["output"].replace(str(tmp_path / "demo"), str(tmp_path / "inline"))}
+        for c in summary["conditioned"] if c["scenario"] in ("norm-mismatch-colour", "low-confidence")]
+
+
+def test_demo_resumes_from_the_reports_it_left(example_suite, tmp_path, capsys):
+    """A second run reads every step's report (nothing is recomputed) and writes the same table."""
+    args = ["demo", tmp_path / "demo", "--suite", example_suite, "--condition-steps", "2", "--mismatch-tasks",
+            "colour", "--kappa-grid", "1", "--methods", "task_arithmetic", "--no-progress"]
+    assert run_cli(capsys, *args)[0] == 0
+    first = json.loads((tmp_path / "demo" / "demo.json").read_text())
+    reports = sorted((tmp_path / "demo").rglob("report.json"))
+    stamps = {p: p.stat().st_mtime_ns for p in reports}
+    (tmp_path / "demo" / ".jobs" / "claims").mkdir(parents=True)  # left by an interrupted run
+    (tmp_path / "demo" / ".jobs" / "claims" / "0").touch()
+    assert run_cli(capsys, *args)[0] == 0
+    second = json.loads((tmp_path / "demo" / "demo.json").read_text())
+    assert second["table"] == first["table"] and second["kappa_sweep"] == first["kappa_sweep"]
+    assert {p: p.stat().st_mtime_ns for p in reports} == stamps
 
 
 def test_table1_beside_the_paper_and_recovery():

@@ -167,8 +167,10 @@ def reference_rows(merged: MergedModel, base, report: dict, *, progress: bool = 
 
     from tqdm.auto import tqdm
 
+    from ..errors import OutputError
     from ..evaluation import default_cache_dir
     from ..hub import resolve_model
+    from ..outputs import write_json
 
     merged.set_weights(None, 0.0)
     start = time.perf_counter()
@@ -192,10 +194,9 @@ def reference_rows(merged: MergedModel, base, report: dict, *, progress: bool = 
                 model = _normalizer_model(task.normalizer_ref, merged.device)
             acc, _, _ = split_accuracy(model, task.head, split, merged.device, merged.mixed_precision)
             norm_acc[split_name][task.name] = acc
-            try:
-                cached.parent.mkdir(parents=True, exist_ok=True)
-                cached.write_text(json.dumps({"accuracy": acc}))
-            except OSError as e:
+            try:  # atomic: the demo's worker processes read and write this cache side by side
+                write_json(cached, {"accuracy": acc})
+            except OutputError as e:
                 logger.warning("could not cache evaluation at %s: %s", cached, e)
     report["individual"] = {"accuracy": norm_acc["test"], "mean_accuracy": mean(norm_acc["test"].values())}
     report["zero_shot"]["normalized_accuracy"] = normalize(zs_test["accuracy"], norm_acc["test"])
