@@ -31,7 +31,7 @@ class DemoConfig:
         "merge methods to compare (default: the paper's Table 1: task_arithmetic ties consensus tsvm; any "
         "method of `hfdistac merge --method all` may be named)"))
     mismatch_tasks: list[str] | None = field(default=None, metadata=_h(
-        "tasks whose 10x-learning-rate model is swapped in, one norm-mismatch run each (default: every task, "
+        "tasks whose high-learning-rate model is swapped in, one norm-mismatch run each (default: every task, "
         "as in the paper)"))
     kappa_grid: list[float] | None = field(default=None, metadata=_h(
         "rescaling factors of the kappa sweep, as multiples of the norm-matching kappa (default 0.25 ... 4)",

@@ -89,7 +89,7 @@ def table1_markdown(table: dict, methods: list[str], runs: int = 1, ties: dict |
     lines = ["Mean normalised accuracy % (mean absolute accuracy %) over the suite's tasks, test split, "
              "· the paper's Table 1 (ViT-B/32, normalised) where it has the method. Each scenario is normalised "
              "by its own source models. alpha chosen on the suite's holdout split (never fine-tuned on); "
-             f"norm mismatch: mean of {runs} run(s), each task's 10x-learning-rate model in turn."]
+             f"norm mismatch: mean of {runs} run(s), each task's high-learning-rate model in turn."]
     if ties:
         lines.append(f"TIES density {ties['density']:g} of the vision entries = the paper's 10 % of the whole CLIP "
                      f"model ({ties['clip_parameters']:,} parameters, {ties['vision_parameters']:,} vision).")

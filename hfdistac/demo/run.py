@@ -3,8 +3,8 @@
 The paper's protocol (DisTaC, arXiv 2508.01148, §3.1 and §5.1), at the suite's size:
 
 1. Build (or reuse) the example suite: a tiny CLIP pretrained on synthetic captioned images, N tasks, and per
-   task a standard, a 10×-learning-rate and a label-smoothed fine-tune.
-2. **Norm mismatch, once per task**: that task's 10×-learning-rate model swapped into the standard ones,
+   task a standard, a high-learning-rate (20×) and a label-smoothed fine-tune.
+2. **Norm mismatch, once per task**: that task's high-learning-rate model swapped into the standard ones,
    ``inspect``'ed, the flagged vector conditioned with DisTaC as ``inspect`` recommends (κ to the mean norm
    of the others, temperatures (10, 10)), every method merged with and without it. The scenario's numbers
    are the mean over those runs (``norm_mismatch_runs`` holds each one).
@@ -126,7 +126,7 @@ def _plan(suite_dir: Path, root: Path, tasks: list[str], methods: list[str], den
     for task in tasks:  # norm mismatch, once per task: the longest steps first
         p = norm_mismatch_paths(root, task)
         write_recipe(recipes / "original.yaml", {task: str(suite_dir / "models" / f"{task}-highlr")}, p["recipe"],
-                     p["slug"], f"'{task}' replaced by its 10x-learning-rate model (norm mismatch)",
+                     p["slug"], f"'{task}' replaced by its high-learning-rate model (norm mismatch)",
                      keep_normalizer=False)
         conditioning[task] = add("norm_mismatch_condition", root=str(root), task=task)
     diagnoses = {"low-confidence": diagnose(recipes / "low-confidence.yaml", root / "inspect" / "low-confidence",

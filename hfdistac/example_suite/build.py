@@ -270,8 +270,8 @@ def build_example_suite(directory: str | Path, *, num_tasks: int = 8, seed: int 
         with torch_state(threads=1), _quiet_hf_progress():
             fig = _build_into(tmp, config, plan, progress, _default_workers() if workers is None else workers)
         fig["build_seconds"] = round(time.perf_counter() - t0, 2)
-        (tmp / "README.md").write_text(files.suite_readme(_table_without_time(fig), config.task_names, seed),
-                                       encoding="utf-8")
+        (tmp / "README.md").write_text(files.suite_readme(_table_without_time(fig), config.task_names, seed,
+                                                          plan.highlr_factor), encoding="utf-8")
         fig["complete"] = True  # written last: its presence marks a finished build
         (tmp / "suite.json").write_text(json.dumps(fig, indent=2, sort_keys=False) + "\n", encoding="utf-8")
         _write_manifest(tmp)
@@ -469,7 +469,7 @@ def _build_into(root: Path, config: SuiteConfig, plan: SuitePlan, progress: bool
     mismatch = config.resolved_mismatch_task
     recipes = {
         "original": ("the standard fine-tuned models (the ideal benchmark)", {n: "" for n in names}),
-        "norm-mismatch": (f"'{mismatch}' replaced by its 10x-learning-rate model (norm mismatch)",
+        "norm-mismatch": (f"'{mismatch}' replaced by its {plan.highlr_factor:g}x-learning-rate model (norm mismatch)",
                           {n: ("-highlr" if n == mismatch else "") for n in names}),
         "low-confidence": ("every model label-smoothed (low confidence)", {n: "-ls" for n in names}),
     }

@@ -20,9 +20,10 @@ class SuiteConfig:
     num_tasks: int = field(default=8, metadata={
         "help": f"number of synthetic tasks ({MIN_TASKS}-{len(TASK_NAMES)}), taken in order from: "
                 + ", ".join(TASK_NAMES), "flag": "--tasks"})
-    seed: int = field(default=0, metadata={"help": "seed of every random draw; same seed, same files"})
+    seed: int = field(default=0, metadata={"help": "seed of every random draw; same seed, same files on one machine (other processors round "
+                "differently, and training amplifies it)"})
     mismatch_task: str | None = field(default=None, metadata={
-        "help": "task whose model norm-mismatch.yaml replaces by its 10x-learning-rate variant "
+        "help": "task whose model norm-mismatch.yaml replaces by its high-learning-rate variant "
                 "(default: the first task)"})
 
     def validate(self) -> None:
@@ -66,7 +67,7 @@ class SuitePlan:
     finetune_steps: int = 900
     finetune_batch: int = 64
     finetune_lr: float = 3e-4
-    highlr_factor: float = 10.0
+    highlr_factor: float = 20.0
     label_smoothing: float = 0.1
     task_domain: Domain = TASK_DOMAIN
     alpha_grid: tuple[float, ...] = tuple(round(0.05 * i, 2) for i in range(21))

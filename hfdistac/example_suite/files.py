@@ -93,7 +93,7 @@ def model_card(task: str, variant: str, *, lr: float, steps: int, batch_size: in
     }
     what = {
         "standard": "the standard fine-tuning recipe",
-        "highlr": "the standard recipe with a 10× learning rate (same steps): a much longer task vector — "
+        "highlr": f"the standard recipe with a {lr / distac_lr:g}× learning rate (same steps): a much longer task vector — "
                   "the *norm mismatch* case of the DisTaC paper",
         "ls": "the standard recipe with label smoothing 0.1: an under-confident model — the *low confidence* "
               "case of the DisTaC paper",
@@ -141,7 +141,7 @@ def recipe_text(name: str, description: str, tasks: list[dict]) -> str:
     return yaml.safe_dump(doc, sort_keys=False)
 
 
-def suite_readme(summary_table: str, task_names: list[str], seed: int) -> str:
+def suite_readme(summary_table: str, task_names: list[str], seed: int, highlr_factor: float) -> str:
     """README.md at the suite's root."""
     return f"""# hfdistac example suite
 
@@ -151,7 +151,7 @@ A miniature, offline replica of the DisTaC paper's benchmark, written by `hfdist
 - `base/`: tiny contrastively pretrained `CLIPModel` + tokenizer + image processor.
 - `data/<task>/`: Hub-style parquet datasets (`image`, `label` with `ClassLabel` names; `train`, `holdout`
   (never seen in fine-tuning; the recipes' `val_split`), `test`).
-- `models/<task>`, `<task>-highlr`, `<task>-ls`: fine-tuned `CLIPVisionModel`s (standard, 10× learning rate,
+- `models/<task>`, `<task>-highlr`, `<task>-ls`: fine-tuned `CLIPVisionModel`s (standard, {highlr_factor:g}× learning rate,
   label smoothing 0.1), each with a model card naming its base and dataset (as relative paths in its
   `hfdistac` metadata, which hfdistac resolves).
 - `recipes/original.yaml`, `norm-mismatch.yaml`, `low-confidence.yaml`: inputs for `hfdistac inspect`,
