@@ -22,21 +22,11 @@ import statistics
 from pathlib import Path
 
 
-def _merge(recipe: Path, out: Path, methods: list[str], density: float) -> dict[str, float]:
-    from hfdistac.merge_eval import MergeConfig, run_merge
-
-    if (out / "report.json").is_file():
-        report = json.loads((out / "report.json").read_text())
-    else:
-        report = run_merge(MergeConfig(recipe=str(recipe), method=",".join(methods), density=density,
-                                       output=str(out), overwrite=True, progress=False, val_limit=0, test_limit=0))
-    return {r["method"]: r["mean_normalized_accuracy"] for r in report["results"]}
-
-
 def main() -> None:
     import torch
 
-    from hfdistac.demo.jobs import write_recipe
+    from hfdistac.demo import DemoConfig
+    from hfdistac.demo.jobs import merge_scenario, write_recipe
     from hfdistac.recipe import load_recipe
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -46,6 +36,7 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(1)  # as the demo's steps
     demo = json.loads((args.demo / "demo.json").read_text())
+    reading = DemoConfig(progress=False)  # merges run as the demo's do, or are read back when done
     methods, density = demo["methods"], demo["ties_density"]["density"]
     table = demo["table"]
     columns = {"norm mismatch": {m: table["norm mismatch"][m]["mean_normalized_accuracy"] for m in methods},
@@ -63,7 +54,8 @@ def main() -> None:
             r_path = write_recipe(recipe, {task: str(replaced)}, args.demo / "variants" / f"{slug}-{task}.yaml",
                                   f"{slug}-{task}", f"{load_recipe(recipe).description} ({label})",
                                   keep_normalizer=True)
-            per_run.append(_merge(r_path, args.demo / "variants" / f"{slug}-{task}", methods, density))
+            column = merge_scenario(r_path, args.demo / "variants" / f"{slug}-{task}", methods, density, reading)
+            per_run.append({m: column[m]["mean_normalized_accuracy"] for m in methods})
         columns[f"+ DisTaC, {label}"] = {m: statistics.mean(r[m] for r in per_run) for m in methods}
     original = {m: table["original"][m]["mean_normalized_accuracy"] for m in methods}
     print("| method | " + " | ".join(columns) + " | original |")

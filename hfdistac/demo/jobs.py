@@ -62,15 +62,20 @@ def recipe_with(recipe_path: Path, replacements: dict[str, str], out: Path, name
     return write_recipe(recipe_path, replacements, out, name, desc, keep_normalizer=True)
 
 
+def _reuse_or_run(out: Path, config, run) -> dict:
+    """The step's ``report.json`` in ``out`` when it is there (and ``--overwrite`` was not given), else ``run()``."""
+    if (out / "report.json").is_file() and not config.overwrite:
+        return json.loads((out / "report.json").read_text())
+    return run()
+
+
 def diagnose(recipe: Path, out: Path, config) -> dict:
     """``hfdistac inspect`` of a recipe (its report, read back when it exists)."""
     from ..configs import InspectConfig
     from ..diagnosis import run_inspect
 
-    if (out / "report.json").is_file() and not config.overwrite:
-        return json.loads((out / "report.json").read_text())
-    return run_inspect(InspectConfig(models=[str(recipe)], output=str(out), overwrite=True,
-                                     progress=config.progress, limit=256)).to_dict()
+    return _reuse_or_run(out, config, lambda: run_inspect(InspectConfig(
+        models=[str(recipe)], output=str(out), overwrite=True, progress=config.progress, limit=256)).to_dict())
 
 
 def flagged(diagnosis: dict, flag: str, root: Path) -> dict[str, tuple[dict, Path]]:
@@ -83,14 +88,12 @@ def condition(model: dict, base: str, kind: str, out: Path, config) -> None:
     """DisTaC on one flagged model as ``inspect`` recommends (skipped when ``out`` holds its report)."""
     from ..conditioning import ConditionConfig, run_condition
 
-    if (out / "report.json").is_file() and not config.overwrite:
-        return
     rec = model["recommendation"]
-    run_condition(ConditionConfig(
+    _reuse_or_run(out, config, lambda: run_condition(ConditionConfig(
         model=model["reference"], base=base, data=model.get("dataset"), preset=kind,
         target_norm=rec.get("target_norm") if kind == "norm" else None, steps=config.condition_steps,
         batch_size=config.condition_batch_size, lr=config.condition_lr, output=str(out), overwrite=True,
-        progress=config.progress, eval_limit=256))
+        progress=config.progress, eval_limit=256)))
 
 
 def conditioned_report(name: str, out: Path, scenario: str) -> dict:
@@ -105,12 +108,9 @@ def merge_scenario(recipe: Path, out: Path, methods: list[str], density: float, 
     """Merge one scenario with every method; its table column (methods + zero-shot + individual)."""
     from ..merge_eval import MergeConfig, run_merge
 
-    if (out / "report.json").is_file() and not config.overwrite:
-        report = json.loads((out / "report.json").read_text())
-    else:
-        report = run_merge(MergeConfig(recipe=str(recipe), method=",".join(methods),
-                                       density=density, calibrate=True, output=str(out), overwrite=True,
-                                       progress=config.progress, val_limit=0, test_limit=0))
+    report = _reuse_or_run(out, config, lambda: run_merge(MergeConfig(
+        recipe=str(recipe), method=",".join(methods), density=density, calibrate=True, output=str(out),
+        overwrite=True, progress=config.progress, val_limit=0, test_limit=0)))
     column = {r["method"]: {"mean_accuracy": r["mean_accuracy"],
                             "mean_normalized_accuracy": r["mean_normalized_accuracy"], "alpha": r["alpha"],
                             "mean_ece_before": r.get("mean_ece_before"), "mean_ece_after": r.get("mean_ece_after")}
@@ -125,10 +125,9 @@ def sweep_merge(recipe: Path, out: Path, config) -> dict:
     """The κ sweep's task-arithmetic merge of one rescaled recipe (its report, read back when it exists)."""
     from ..merge_eval import MergeConfig, run_merge
 
-    if (out / "report.json").is_file() and not config.overwrite:
-        return json.loads((out / "report.json").read_text())
-    return run_merge(MergeConfig(recipe=str(recipe), method="task_arithmetic", output=str(out), overwrite=True,
-                                 progress=False, val_limit=0, test_limit=0))
+    return _reuse_or_run(out, config, lambda: run_merge(MergeConfig(
+        recipe=str(recipe), method="task_arithmetic", output=str(out), overwrite=True, progress=False,
+        val_limit=0, test_limit=0)))
 
 
 def norm_mismatch_paths(root: Path, task: str) -> dict[str, Path]:
@@ -157,9 +156,9 @@ def norm_mismatch_condition(root: Path, task: str, config) -> None:
 
 def run_job(job: dict[str, Any], config) -> None:
     """Run one job of the demo (see the module docstring for the kinds)."""
-    kind, root = job["kind"], Path(job.get("root", config.directory))
+    kind = job["kind"]
     if kind == "norm_mismatch_condition":
-        norm_mismatch_condition(root, job["task"], config)
+        norm_mismatch_condition(Path(job["root"]), job["task"], config)
     elif kind == "condition":
         condition(job["model"], job["base"], job["preset"], Path(job["out"]), config)
     elif kind == "merge":
@@ -193,9 +192,8 @@ def run_queue(workdir: Path, jobs: list[dict[str, Any]], config, on_done=None, p
     from ..runtime import torch_state
 
     (workdir / "done").mkdir(parents=True, exist_ok=True)
-    claimed: set[int] = set()
-    while True:
-        open_jobs = [i for i in range(len(jobs)) if i not in claimed and not (workdir / "claims" / str(i)).exists()]
+    while True:  # a job this process claimed has its claim file too: no other bookkeeping needed
+        open_jobs = [i for i in range(len(jobs)) if not (workdir / "claims" / str(i)).exists()]
         if not open_jobs:
             return
         ready = [i for i in open_jobs if all(done_path(workdir, d).exists() for d in jobs[i].get("after", ()))]
@@ -204,7 +202,6 @@ def run_queue(workdir: Path, jobs: list[dict[str, Any]], config, on_done=None, p
             continue
         for i in ready:
             if _claim(workdir, i):
-                claimed.add(i)
                 with torch_state(threads=1):
                     run_job(jobs[i], config)
                 done_path(workdir, i).touch()

@@ -21,10 +21,10 @@ import numpy as np
 import torch
 
 from ..errors import InputError
+from ..runtime import torch_state
 from . import files
 from .config import SuiteConfig, SuitePlan
 from .synthetic import ATTRIBUTES, TASK_NAMES, caption, render_scenes, sample_attributes, vocabulary
-from .training import torch_state
 
 logger = logging.getLogger(__name__)
 

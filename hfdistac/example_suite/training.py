@@ -16,7 +16,6 @@ from torch import nn
 
 from ..heads import Head, ZeroShotClassifier
 from ..metrics import entropy
-from ..runtime import torch_state  # noqa: F401 (the suite's modules import it from here)
 
 logger = logging.getLogger(__name__)
 

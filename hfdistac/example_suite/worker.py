@@ -37,8 +37,9 @@ def run_job(workdir: Path, job: dict[str, Any], spec: dict[str, Any], tensors: d
     from transformers import CLIPVisionModel
 
     from ..heads import Head
+    from ..runtime import torch_state
     from .files import save_vision_model
-    from .training import finetune_vision, predict_logits, torch_state
+    from .training import finetune_vision, predict_logits
 
     task = job["task"]
     head = Head(weight=tensors[f"{task}.head_weight"], projection=tensors["head_projection"],
