@@ -109,6 +109,33 @@ def make_image_dataset(path: Path, n_train: int = 48, n_test: int = 24, classes=
     return path
 
 
+def plain_predictions(base: Path, weights: dict, dataset: Path, split: str = "test") -> tuple[list[int], list[int]]:
+    """``(predicted classes, labels)`` of the vision tower ``weights`` on ``dataset``'s ``split``, counted without
+    hfdistac's evaluation code: the processor on each PIL image, the tower's pooled output, the zero-shot head."""
+    from datasets import load_dataset
+
+    from hfdistac.checkpoints import build_vision_model, load_base
+    from hfdistac.data import DatasetSpec, load_image_data
+    from hfdistac.evaluation import head_for_task
+
+    rows = load_dataset("parquet", data_files=str(dataset / "data" / f"{split}-00000-of-00001.parquet"),
+                        split="train")
+    b = load_base(str(base))
+    head = head_for_task(b, load_image_data(DatasetSpec(str(dataset)), split, streaming=False))
+    pixels = b.image_processor(images=[im.convert("RGB") for im in rows["image"]], return_tensors="pt")["pixel_values"]
+    with torch.no_grad():
+        pooled = build_vision_model(b.vision_config, weights)(pixel_values=pixels).pooler_output
+    return head.logits(pooled).argmax(-1).tolist(), list(rows["label"])
+
+
+def plain_accuracy(base: Path, model: Path, dataset: Path, split: str = "test") -> float:
+    """Accuracy (%) of the model folder ``model`` on ``dataset``'s ``split`` (:func:`plain_predictions`)."""
+    from hfdistac.checkpoints import read_vision_weights
+
+    pred, labels = plain_predictions(base, read_vision_weights(model), dataset, split)
+    return 100.0 * sum(p == y for p, y in zip(pred, labels, strict=True)) / len(labels)
+
+
 @pytest.fixture(scope="session")
 def tiny(tmp_path_factory):
     """A namespace of tiny checkpoints and datasets shared by the whole session.

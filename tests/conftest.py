@@ -19,6 +19,23 @@ os.environ.setdefault("MKL_NUM_THREADS", "1")
 pytest_plugins = ["tests._fixtures_models", "tests._fixtures_hub", "tests._fixtures_suite"]
 
 
+@pytest.hookimpl(trylast=True)  # after pytest's own tmp_path set-up
+def pytest_configure(config):
+    """Every cache a test run writes (hfdistac's heads and evaluations, datasets' Arrow files, the Hub cache) lives
+    in this run's own temporary folder: nothing under ``~/.cache`` is read or written, so no earlier run (or an
+    older build's cached numbers) can change a result. Set before any test module imports huggingface_hub or
+    datasets, which copy these variables at import; subprocesses inherit them. Hub tests get a fresh ``HF_HOME``
+    of their own (``hub_env``)."""
+    if hasattr(config, "workerinput"):  # a pytest-xdist worker: the controller's folder is inherited
+        return
+    home = config._tmp_path_factory.getbasetemp() / "hf_home"
+    home.mkdir(parents=True, exist_ok=True)
+    for var in ("HF_HOME", "HF_DATASETS_CACHE", "HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "XDG_CACHE_HOME"):
+        os.environ.pop(var, None)
+    os.environ["HF_HOME"] = str(home)
+    os.environ["XDG_CACHE_HOME"] = str(home.parent / "xdg_cache")
+
+
 @pytest.fixture(autouse=True)
 def _one_torch_thread():
     """Every test starts at one intra-op thread. The CLI sets torch's thread count for the process it runs in

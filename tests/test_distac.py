@@ -502,14 +502,26 @@ def test_push_to_hub_with_hub_source(hub_env, tiny, tmp_path):
     assert {"hfdistac", "distac", "task-vector", "clip"} <= set(card.data.tags)
 
 
-def test_bf16_autocast_runs_on_cpu(tiny, tmp_path):
-    """Mixed precision is an option (bf16 autocast on CPU here); a later fp32 run in the same process still works."""
-    r = run_condition(ConditionConfig(model=str(tiny.ft_a), output=str(tmp_path / "bf16"), mixed_precision="bf16",
-                                      eval_split="none", **{**FAST, "steps": 3}))
-    assert r["mixed_precision"] == "bf16" and all(math.isfinite(h["kd_loss"]) for h in r["history"])
-    r = run_condition(ConditionConfig(model=str(tiny.ft_a), output=str(tmp_path / "fp32"), eval_split="none",
-                                      **{**FAST, "steps": 2}))
-    assert r["mixed_precision"] == "no"
+def test_bf16_autocast_agrees_with_fp32_within_stated_tolerances(tiny, tmp_path):
+    """bf16 autocast (on CPU here) against the same run in fp32. Tolerances, from bf16's 8-bit mantissa: the KD
+    loss of every step within 2 % (measured 0.4 %), the conditioned norm within 0.1 % (measured 2e-5), the
+    weights within 15 % of how far the fp32 run moved them (measured 4.5 %: Adam's per-coordinate normalisation
+    turns small gradient differences into full-size step differences on weakly-driven coordinates)."""
+    runs = {mp: run_condition(ConditionConfig(model=str(tiny.ft_a), output=str(tmp_path / mp), mixed_precision=mp,
+                                              eval_split="none", **{**FAST, "steps": 3}))
+            for mp in ("bf16", "no")}
+    assert runs["bf16"]["mixed_precision"] == "bf16" and runs["no"]["mixed_precision"] == "no"
+    for low, full in zip(runs["bf16"]["history"], runs["no"]["history"], strict=True):
+        assert low["kd_loss"] == pytest.approx(full["kd_loss"], rel=0.02)
+    assert runs["bf16"]["norm_after"] == pytest.approx(runs["no"]["norm_after"], rel=1e-3)
+    from hfdistac.checkpoints import read_vision_weights
+
+    low, full = read_vision_weights(tmp_path / "bf16"), read_vision_weights(tmp_path / "no")
+    start = read_vision_weights(tiny.ft_a)  # κ = 1 (confidence preset): the student starts at the fine-tuned model
+    keys = [k for k in full if not k.endswith("self_attn.k_proj.bias")]  # zero true gradient: noise only
+    moved = math.sqrt(sum(float((full[k] - start[k]).double().pow(2).sum()) for k in keys))
+    apart = math.sqrt(sum(float((low[k] - full[k]).double().pow(2).sum()) for k in keys))
+    assert runs["no"]["preset"] == "confidence" and apart < 0.15 * moved
 
 
 def test_condition_streams_a_bounded_sample_of_a_hub_dataset(hub_env, tiny, tmp_path):

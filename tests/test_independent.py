@@ -277,38 +277,22 @@ def _labelled_copy(src: Path, dst: Path, labels_by_split: dict[str, list[int]]) 
     return dst
 
 
-def _predictions(tiny, weights, images) -> list[int]:
-    from hfdistac.checkpoints import build_vision_model, load_base
-    from hfdistac.data import DatasetSpec, load_image_data
-    from hfdistac.evaluation import head_for_task
-
-    base = load_base(str(tiny.base))
-    head = head_for_task(base, load_image_data(DatasetSpec(str(tiny.data)), "test", streaming=False))
-    pixels = base.image_processor(images=[im.convert("RGB") for im in images], return_tensors="pt")["pixel_values"]
-    with torch.no_grad():
-        return head.logits(build_vision_model(base.vision_config, weights)(pixel_values=pixels).pooler_output) \
-            .argmax(-1).tolist()
-
-
 @pytest.fixture(scope="module")
 def disagreeing_splits(tiny, tmp_path_factory):
     """A dataset whose validation split (``holdout``) is labelled by the zero-shot model θ₀'s predictions and
     whose test split by the predictions of θ₀ + 1.0·(τ_a + τ_far), τ_far a long random task vector: α = 0
     scores 100 % on validation, α = 1 100 % on test. Returns ``(dataset folder, test labels, α=0's test labels,
     the far model's folder)``."""
-    from datasets import load_dataset
-
     from hfdistac.checkpoints import read_vision_weights
-    from tests._fixtures_models import make_finetuned
+    from tests._fixtures_models import make_finetuned, plain_predictions
 
     root = tmp_path_factory.mktemp("alpha")
     far = make_finetuned(tiny.base, root / "far", scale=0.3, seed=5)
-    images = load_dataset("parquet", data_files=str(tiny.data / "data" / "test-00000-of-00001.parquet"),
-                          split="train")["image"]
     theta0 = read_vision_weights(tiny.base)
     a, long = read_vision_weights(tiny.ft_a), read_vision_weights(far)
-    zero_shot = _predictions(tiny, theta0, images)
-    merged = _predictions(tiny, {k: theta0[k] + (a[k] - theta0[k]) + (long[k] - theta0[k]) for k in theta0}, images)
+    zero_shot, _ = plain_predictions(tiny.base, theta0, tiny.data)
+    merged, _ = plain_predictions(tiny.base, {k: theta0[k] + (a[k] - theta0[k]) + (long[k] - theta0[k])
+                                              for k in theta0}, tiny.data)
     assert sum(x != y for x, y in zip(zero_shot, merged, strict=True)) >= 3  # the two splits really disagree
     folder = _labelled_copy(tiny.data, root / "data", {"holdout": zero_shot, "test": merged})
     return folder, merged, zero_shot, far

@@ -150,6 +150,11 @@ def normalize(accs: Mapping[str, float], normalizers: Mapping[str, float]) -> di
     return out
 
 
+#: Part of every cached evaluation's key: raise it when the way an accuracy is computed changes, so that numbers
+#: an older build cached are never read as this build's.
+EVAL_CACHE_FORMAT = 2
+
+
 def _eval_cache_key(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:24]
 
@@ -157,8 +162,9 @@ def _eval_cache_key(*parts: Any) -> str:
 def reference_rows(merged: MergedModel, base, report: dict, *, progress: bool = True) -> dict[str, dict[str, float]]:
     """The zero-shot and individual rows of ``report``; returns the normaliser accuracies per split.
 
-    Individual accuracies are cached on disk (``$HF_HOME/hfdistac/evals``), keyed by the normaliser's
-    revision, the base, the split, the limit, the classes and the templates.
+    Individual accuracies are cached on disk (``$HF_HOME/hfdistac/evals``), keyed by everything that determines
+    them: the normaliser's revision (a content hash for a local folder), the base, the split, the limit, the
+    classes and templates, the precision and device type, and :data:`EVAL_CACHE_FORMAT`.
 
     Returns:
         ``{"validation": {task: %}, "test": {task: %}}``.
@@ -184,8 +190,10 @@ def reference_rows(merged: MergedModel, base, report: dict, *, progress: bool = 
         model = None
         for split_name in (["validation"] if task.val else []) + ["test"]:
             split = task.val if split_name == "validation" else task.test
-            key = _eval_cache_key(resolve_model(task.normalizer_ref).revision, base.resolved.revision,
-                                  split.data.spec, split.data.split, split.limit, task.head.class_names, task.head.templates)
+            key = _eval_cache_key(EVAL_CACHE_FORMAT, resolve_model(task.normalizer_ref).revision,
+                                  base.resolved.revision, split.data.spec, split.data.split, split.limit,
+                                  task.head.class_names, task.head.templates, merged.mixed_precision,
+                                  merged.device.type)
             cached = cache_dir / f"{key}.json"
             if cached.is_file():
                 norm_acc[split_name][task.name] = json.loads(cached.read_text())["accuracy"]
