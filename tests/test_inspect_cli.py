@@ -178,7 +178,42 @@ def test_every_registered_command_has_help_with_examples(capsys):
     for cmd in _commands():
         with pytest.raises(SystemExit):
             build_parser().parse_args([cmd.name, "--help"])
-        assert "examples:" in capsys.readouterr().out, cmd.name
+        text = capsys.readouterr().out
+        assert "examples:" in text, cmd.name
+        # a shell continuation ends its line: a backslash inside a line means two example lines were joined
+        joined = [ln for ln in text.split("examples:")[1].splitlines() if "\\" in ln.rstrip()[:-1]]
+        assert not joined, (cmd.name, joined)
+
+
+@pytest.mark.parametrize("command, field", [("merge", "recipe"), ("evaluate", "model"), ("condition", "model"),
+                                            ("card", "model"), ("inspect", "models"), ("push", "directory")])
+def test_config_file_may_give_the_positional(command, field, tmp_path):
+    """``--config FILE.yaml`` gives any option, the positional included; an argument still overrides it, and a
+    required positional given neither way is one clear error."""
+    import yaml
+
+    from hfdistac.cli.args import config_from_args
+    from hfdistac.errors import InputError
+
+    for name in ("from-config", "from-argument"):  # push checks that its folder is an output folder
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "README.md").write_text("# x\n")
+    value, given = str(tmp_path / "from-config"), str(tmp_path / "from-argument")
+    parser = build_parser()
+    cfg_file = tmp_path / "c.yaml"
+    cfg_file.write_text(yaml.safe_dump({field: [value] if field == "models" else value,
+                                        **({"repo": "org/x"} if command == "push" else {})}))
+    ns = parser.parse_args([command, "--config", str(cfg_file)])
+    got = getattr(config_from_args(ns._command.config_cls, ns, ns.config), field)
+    assert got == ([value] if field == "models" else value)
+    ns = parser.parse_args([command, given, "--config", str(cfg_file)])
+    got = getattr(config_from_args(ns._command.config_cls, ns, ns.config), field)
+    assert got == ([given] if field == "models" else given)
+    if command != "condition":  # condition may take its model from --recipe/--task instead
+        ns = parser.parse_args([command])
+        with pytest.raises(InputError, match="is required") as e:
+            config_from_args(ns._command.config_cls, ns, None)
+        assert f"'{field}:'" in e.value.hint
 
 
 def test_console_script_runs():

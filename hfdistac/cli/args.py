@@ -43,9 +43,13 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
         if default not in (None, [], ()) and "help" in kwargs and tp is not bool:
             kwargs["help"] += f" (default: {default})"
         if meta.get("positional"):
+            # Optional for argparse, so that --config can give it too; config_from_args checks that a required
+            # one was given one way or the other.
             kwargs.pop("metavar", None)
+            kwargs["nargs"] = "*" if is_list else "?"
+            kwargs["help"] += f" (or '{f.name}:' in --config)"
             parser.add_argument(f.name, metavar=meta.get("metavar", f.name.upper()), **kwargs,
-                                default=argparse.SUPPRESS if is_list or meta.get("nargs") else None)
+                                default=argparse.SUPPRESS)
         else:
             flags = [meta.get("flag", f"--{f.name.replace('_', '-')}"), *meta.get("aliases", ())]
             parser.add_argument(*flags, dest=f.name, default=argparse.SUPPRESS, **kwargs)
@@ -76,6 +80,11 @@ def config_from_args(cls: type, ns: argparse.Namespace, config_file: str | None 
     for f in dataclasses.fields(cls):
         if hasattr(ns, f.name) and getattr(ns, f.name) is not None:
             values[f.name] = getattr(ns, f.name)
+    for f in dataclasses.fields(cls):  # a required positional: given as an argument or in --config
+        if f.metadata.get("positional") and not f.metadata.get("nargs") and not values.get(f.name):
+            metavar = f.metadata.get("metavar", f.name.upper())
+            raise InputError(f"{metavar} is required", f"give it as the command's first argument, or as "
+                             f"'{f.name}:' in a --config file")
     try:
         return cls(**values)
     except TypeError as e:

@@ -14,15 +14,15 @@ EXAMPLES = """\
   hfdistac condition ./my-smoothed-model --preset confidence --output smoothed-distac
   # driven by a recipe: model, base and dataset of task 'colour', reference = the recipe's other tasks;
   # --lr: the suite's own fine-tuning rate (the paper distils at its fine-tuning rate, 1e-5 for ViT-B/32)
-  hfdistac condition --recipe example-suite/recipes/norm-mismatch.yaml --task colour --lr 3e-4 \
+  hfdistac condition --recipe example-suite/recipes/norm-mismatch.yaml --task colour --lr 3e-4 \\
       --output colour-distac
   # the same, keeping the result within 15 % of the target norm (hfdistac extension, not in the paper)
-  hfdistac condition --recipe example-suite/recipes/norm-mismatch.yaml --task colour --lr 3e-4 \
+  hfdistac condition --recipe example-suite/recipes/norm-mismatch.yaml --task colour --lr 3e-4 \\
       --max-norm-ratio 1.15
   # a Hub dataset is streamed: distil on the first 8,000 images of a seeded shuffle (only their shards fetched)
   hfdistac condition ./my-svhn-model --data ufldl-stanford/svhn --dataset-config cropped_digits --num-images 8000
   # unlabeled images (a plain folder): class names and accuracy from a labeled dataset of the same task
-  hfdistac condition ./my-svhn-model --data ./unlabeled-svhn/ --eval-data ufldl-stanford/svhn \
+  hfdistac condition ./my-svhn-model --data ./unlabeled-svhn/ --eval-data ufldl-stanford/svhn \\
       --dataset-config cropped_digits
   # a full CLIPModel out, for transformers' zero-shot-image-classification pipeline
   hfdistac condition ./my-smoothed-model --preset confidence --full-clip --output smoothed-clip
