@@ -125,3 +125,25 @@ def accuracy_result(dataset: str, name: str, split: str, value: float, label: st
                       dataset_type=dataset_type(dataset), dataset_name=name, dataset_config=config, dataset_split=split,
                       metric_type="accuracy", metric_value=round(float(value), 4),
                       metric_name=f"accuracy ({label})" if label else "accuracy")
+
+
+def retarget_card(text: str, repo_id: str, *, folder_name: str | None = None, subfolder: str | None = None) -> str:
+    """A card's usage code pointed at the repo it is pushed to (``hfdistac push DIR REPO``).
+
+    An output's card names the model the way it was known when written: the ``--push-to`` repo, or else the output
+    folder's name, which means nothing once uploaded. This rewrites the model name in the usage lines hfdistac's
+    templates write (``from_pretrained("...")``, ``pipeline(..., model="...")``, ``hfdistac evaluate ...``) to
+    ``repo_id``. A card of a method's subfolder (``merge --method all``) keeps its ``subfolder=`` when the whole
+    output is pushed (``subfolder`` is its path in the repo); pushed on its own (``folder_name`` is the folder
+    pushed), it is the repo's root and loses it.
+    """
+    import re
+
+    out = re.sub(r'(from_pretrained\()"[^"\n]*"', rf'\1"{repo_id}"', text)
+    out = re.sub(r'(model=)"[^"\n/]*(?:/[^"\n]*)?"', lambda m: f'{m.group(1)}"{repo_id}'
+                 + (f"/{subfolder}" if subfolder else "") + '"', out)
+    out = re.sub(r"(hfdistac evaluate )\S+", lambda m: f"{m.group(1)}{repo_id}" + (f"/{subfolder}" if subfolder else ""),
+                 out)
+    if folder_name is not None:  # the folder pushed is the repo's root: no subfolder of its own
+        out = re.sub(r', subfolder="' + re.escape(folder_name) + r'"', "", out)
+    return out

@@ -357,6 +357,9 @@ def run_inspect(config) -> Diagnosis:
     Args:
         config: An :class:`~hfdistac.configs.InspectConfig`.
     """
+    from .runtime import apply_thread_policy
+
+    apply_thread_policy()  # the command line's thread default, once per process
     from .evaluation import resolve_device
     from .heads import load_templates_file
     from .outputs import atomic_output_dir, check_destination, check_writable, write_json

@@ -250,6 +250,9 @@ def run_evaluate(config) -> dict:
         ``{"model", "revision", "base", "dataset", "split", "accuracy"?, "entropy", "max_prob", "ece"?, "n"}``,
         also written to ``config.json`` when set.
     """
+    from .runtime import apply_thread_policy
+
+    apply_thread_policy()  # the command line's thread default, once per process
     from .checkpoints import build_vision_model, check_against_base, load_base, load_finetuned
     from .data import DatasetSpec, load_image_data
     from .errors import InputError

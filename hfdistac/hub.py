@@ -448,17 +448,36 @@ def push_folder(folder: str | Path, repo_id: str, *, private: bool = False, revi
         _with_retries(lambda: api.create_branch(repo_id, branch=revision, exist_ok=True),
                       step=f"creating branch {revision!r} of {what}", **retry)
     message = commit_message or f"Upload {folder.resolve().name} with hfdistac"
-    landed = _LandedCheck(api, repo_id, revision, create_pr, folder, files)
+    contents = _upload_contents(folder, files, repo_id)
+    landed = _LandedCheck(api, repo_id, revision, create_pr, contents)
 
     def commit():  # operations are mutated by create_commit: build them afresh for every attempt
-        ops = [CommitOperationAdd(path_in_repo=p.relative_to(folder).as_posix(), path_or_fileobj=str(p))
-               for p in files]
+        ops = [CommitOperationAdd(path_in_repo=path, path_or_fileobj=data if isinstance(data, bytes) else str(data))
+               for path, data in contents.items()]
         info = api.create_commit(repo_id, ops, commit_message=message, revision=revision, create_pr=create_pr)
         return {"repo_id": repo_id, "commit_sha": info.oid, "commit_url": info.commit_url, "pr_url": info.pr_url}
 
     result = _with_retries(commit, step=f"pushing {len(files)} files to {what}", landed=landed, **retry)
     logger.info("pushed %d files from %s to %s (commit %s)", len(files), folder, repo_id, result["commit_sha"])
     return result
+
+
+def _upload_contents(folder: Path, files: list[Path], repo_id: str) -> dict[str, Path | bytes]:
+    """What each path in the repo gets: the file itself, or for a model card (``README.md``) its text with the
+    usage code retargeted at ``repo_id`` (:func:`~hfdistac.cards.retarget_card`; the local file is left as it is)."""
+    from .cards import retarget_card
+
+    out: dict[str, Path | bytes] = {}
+    for p in files:
+        rel = p.relative_to(folder).as_posix()
+        if p.name == "README.md":
+            text = p.read_text(encoding="utf-8", errors="replace")
+            new = retarget_card(text, repo_id, folder_name=p.parent.name if p.parent == folder else None,
+                                subfolder=None if p.parent == folder else p.parent.relative_to(folder).as_posix())
+            out[rel] = new.encode("utf-8") if new != text else p
+        else:
+            out[rel] = p
+    return out
 
 
 def files_to_push(folder: Path) -> list[Path]:
@@ -497,9 +516,9 @@ class _LandedCheck:
     new head (or a new PR) whose files equal the local files byte for byte means the commit went through.
     """
 
-    def __init__(self, api, repo_id: str, revision: str | None, create_pr: bool, folder: Path, files: list[Path]):
+    def __init__(self, api, repo_id: str, revision: str | None, create_pr: bool, contents: dict[str, Path | bytes]):
         self.api, self.repo_id, self.revision, self.create_pr = api, repo_id, revision, create_pr
-        self.folder, self.files = folder, files
+        self.contents = contents
         self.before = self._state()
 
     def _state(self) -> set[str] | str | None:
@@ -513,12 +532,11 @@ class _LandedCheck:
             return None
 
     def _matches(self, revision: str) -> bool:
-        local = {p.relative_to(self.folder).as_posix(): p for p in self.files}
         remote = {e.path: e for e in self.api.list_repo_tree(self.repo_id, revision=revision, recursive=True)
                   if hasattr(e, "blob_id")}
-        for path, file in local.items():
+        for path, content in self.contents.items():
             entry = remote.get(path)
-            data = file.read_bytes()
+            data = content if isinstance(content, bytes) else content.read_bytes()
             if entry is None:
                 return False
             if entry.lfs is not None:

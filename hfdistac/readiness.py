@@ -137,6 +137,9 @@ def run_card(config: CardConfig) -> dict:
     Returns:
         ``{"verdict", "diagnosis", "section", "card", "output"?, "push"?}``.
     """
+    from .runtime import apply_thread_policy
+
+    apply_thread_policy()  # the command line's thread default, once per process
     from .diagnosis import condition_command, inspect_models
     from .evaluation import resolve_device
     from .heads import load_templates_file

@@ -7,7 +7,8 @@ busy that is the worst choice: OpenMP threads wait for each other at every opera
 the cores (measured: ``hfdistac demo`` took 3,682 s at the default and 342 s with one thread, with an identical
 result). :func:`default_threads` takes the cores this process may use and leaves out those other processes are
 running on right now; :func:`set_threads` applies a count (``hfdistac --threads N``; the command line calls it
-before every command). Worker processes get their share: the example suite's fine-tuning workers, the demo's
+before every command), and :func:`apply_thread_policy` gives library calls (``run_merge(...)``) the same
+default once per process. Worker processes get their share: the example suite's fine-tuning workers, the demo's
 step workers (:mod:`hfdistac.processes`) and DataLoader workers run one thread each, and as many workers as
 there are free cores.
 """
@@ -56,14 +57,36 @@ def default_threads() -> int:
     return free_cores()
 
 
+_threads_chosen = False  # set_threads was called (by the command line, the user, or the policy below)
+
+
 def set_threads(threads: int | None = None) -> int:
-    """Set torch's intra-op threads to ``threads`` (``None`` or 0: :func:`default_threads`); returns the count."""
+    """Set torch's intra-op threads to ``threads`` (``None`` or 0: :func:`default_threads`); returns the count.
+
+    Also the way to override the library's default (``hfdistac.set_threads(4)`` before ``run_merge(...)``)."""
     import torch
 
+    global _threads_chosen
     n = int(threads) if threads else default_threads()
     torch.set_num_threads(n)
+    _threads_chosen = True
     logger.info("torch intra-op threads: %d (%d cores available)", n, available_cores())
     return n
+
+
+def apply_thread_policy() -> int | None:
+    """The command line's thread default for library calls: every ``run_*`` function calls this first.
+
+    The first call in a process sets torch's threads to :func:`default_threads` (the free cores), as ``hfdistac
+    COMMAND`` does, unless the count was already chosen: by :func:`set_threads` (the command line's
+    ``--threads``, or the caller), or by ``OMP_NUM_THREADS`` in the environment. Later calls do nothing, so a
+    caller's own ``torch.set_num_threads`` after the first run is kept. Returns the count it set, or ``None``.
+    """
+    global _threads_chosen
+    if _threads_chosen or os.environ.get("OMP_NUM_THREADS"):
+        _threads_chosen = True
+        return None
+    return set_threads(None)
 
 
 #: Allocations from this size up are served by mmap and given back to the system when freed (glibc).
@@ -101,11 +124,14 @@ def torch_state(threads: int | None):
     """
     import torch
 
-    old_threads = torch.get_num_threads()
+    global _threads_chosen
+    old_threads, old_chosen = torch.get_num_threads(), _threads_chosen
     with torch.random.fork_rng(devices=[]):
         if threads:
             torch.set_num_threads(threads)
+            _threads_chosen = True  # a library call made inside keeps this count (apply_thread_policy)
         try:
             yield
         finally:
             torch.set_num_threads(old_threads)
+            _threads_chosen = old_chosen

@@ -229,7 +229,10 @@ def test_full_clip_outputs_run_in_the_zero_shot_pipeline(tiny, tmp_path):
         assert not all(torch.equal(weights[k], base[k]) for k in base if k.startswith("vision_model.encoder"))
         scores = pipeline("zero-shot-image-classification", model=str(out))(image, candidate_labels=["red", "blue"])
         assert {s["label"] for s in scores} == {"red", "blue"} and abs(sum(s["score"] for s in scores) - 1) < 1e-5
-        assert "zero-shot-image-classification" in (out / "README.md").read_text()
+        card = (out / "README.md").read_text()
+        assert "zero-shot-image-classification" in card
+        # the usage code loads what the folder holds: a CLIPModel, never the vision tower class alone
+        assert "CLIPModel.from_pretrained(" in card and "CLIPVisionModel" not in card.split("## How to use")[1]
 
 
 def test_recipe_val_split_chooses_alpha_and_methods_may_be_listed(tiny, tmp_path, capsys):

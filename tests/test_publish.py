@@ -239,3 +239,28 @@ def test_vision_identity_ignores_layout_and_sees_content(tiny, tmp_path):
     assert (d / "model.safetensors").read_bytes() != (tiny.ft_a / "model.safetensors").read_bytes()
     assert vision_weights_identity(d) == vision_weights_identity(tiny.ft_a)
     assert vision_weights_identity(tiny.ft_b) != vision_weights_identity(tiny.ft_a)
+
+
+def test_push_names_the_destination_repo_in_the_usage_code(hub_env, tiny, tmp_path, capsys):
+    """A local output's card names its folder in the usage code; `hfdistac push DIR REPO` uploads it naming REPO
+    (the local card is left as it is); a method's folder pushed on its own loses its ``subfolder=``."""
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump({"format": "hfdistac.recipe.v1", "name": "tiny", "base": str(tiny.base),
+                                      "tasks": [{"name": n, "model": str(getattr(tiny, n))} for n in ("ft_a", "ft_b")]}))
+    out = tmp_path / "colour-merge"
+    code, _, err = run_cli(capsys, "merge", recipe, "--method", "task_arithmetic,ties", "--alpha", "0.3",
+                           "--weights-only", "--output", out, "--no-progress")
+    assert code == 0, err
+    local = (out / "ties" / "README.md").read_text()
+    assert 'from_pretrained("tiny-' in local or 'from_pretrained("colour-merge' in local
+    code, _, err = run_cli(capsys, "push", out, "org/whole-merge")
+    assert code == 0, err
+    files = hub_env.server.repo_files("org/whole-merge")
+    card = files["ties/README.md"].decode()
+    assert 'from_pretrained("org/whole-merge", subfolder="ties")' in card
+    assert "colour-merge" not in card.split("## How to use")[1].split("## Recipe")[0]
+    assert (out / "ties" / "README.md").read_text() == local  # the local folder is unchanged
+    code, _, err = run_cli(capsys, "push", out / "ties", "org/ties-alone")
+    assert code == 0, err
+    card = hub_env.server.repo_files("org/ties-alone")["README.md"].decode()
+    assert 'from_pretrained("org/ties-alone")' in card and "subfolder=" not in card

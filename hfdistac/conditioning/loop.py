@@ -401,6 +401,9 @@ def run_condition(config: ConditionConfig) -> dict:
             target norm); nothing is written.
         OutputError: the output location cannot be written (checked before training).
     """
+    from ..runtime import apply_thread_policy
+
+    apply_thread_policy()  # the command line's thread default, once per process
     from ..outputs import OutputLock, check_destination
 
     inputs = resolve_inputs(config)

@@ -214,6 +214,9 @@ def _assemble(plan: _Plan, config: DemoConfig) -> tuple[dict, list[dict], list[d
 
 def run_demo(config: DemoConfig) -> dict:
     """Run the whole demo (library form of ``hfdistac demo``) and return its summary."""
+    from ..runtime import apply_thread_policy
+
+    apply_thread_policy()  # the command line's thread default, once per process
     from ..outputs import write_json
     from ..runtime import torch_state
 

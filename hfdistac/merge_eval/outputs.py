@@ -128,6 +128,8 @@ class OutputWriter:
         (self.root / "results.md").write_text(report["table_markdown"] + "\n")
         (self.root / "recipe.yaml").write_text(yaml.safe_dump(self.recipe.to_dict(), sort_keys=False))
         write_json(self.root / "hfdistac_config.json", self.config.to_dict())
+        repo = self.config.push_to or Path(self.config.output).name
+        (self.root / "README.md").write_text(merge_overview_card(report, repo=repo, full_clip=self.config.full_clip))
 
 
 def merge_card(report: dict, repo: str | None = None, subfolder: str | None = None, full_clip: bool = False) -> str:
@@ -181,6 +183,35 @@ def merge_card(report: dict, repo: str | None = None, subfolder: str | None = No
         "table": report.get("table_markdown") or "_not evaluated (merged without data)_",
         "calibration": calibration, "params": json.dumps(res["params"], default=str),
         "coefficients": _coefficient_rows(res),
+        "recipe_yaml": yaml.safe_dump(_public_recipe(report["recipe"]), sort_keys=False).strip()})
+
+
+def merge_overview_card(report: dict, repo: str, full_clip: bool = False) -> str:
+    """The README card at the root of a several-method merge (``--method all`` or a list): every method's row, and
+    how to load each method's folder. Metadata as :func:`merge_card`'s, without a ``model-index`` (each method's
+    folder carries its own)."""
+    import yaml
+
+    from ..cards import inherited_license, is_hub_id, public_name, render_card
+    from ..merging import MERGE_METHODS
+
+    hub_sources = [s["reference"].split("@")[0] for s in report["sources"] if is_hub_id(s["reference"])]
+    datasets = [t.get("dataset") for t in report["recipe"]["tasks"] if t.get("dataset")]
+    methods = [{"name": r["method"], "pretty_name": MERGE_METHODS[r["method"]].pretty_name, "alpha": r["alpha"]}
+               for r in report["results"]]
+    card_data = dict(
+        base_model=hub_sources or None, base_model_relation="merge" if hub_sources else None,
+        license=inherited_license([{"license": s.get("license")} for s in report["sources"]]),
+        datasets=list(dict.fromkeys(d.split("@")[0] for d in datasets if is_hub_id(d))) or None,
+        library_name="transformers", tags=["hfdistac", "task-vector", "model-merging", "clip",
+                                           *(m["name"] for m in methods)])
+    alphas = {r.get("alpha_selection", "") for r in report["results"]}
+    return render_card("merge_overview_card.md.j2", {
+        "card_data": card_data, "title": f"{report['recipe'].get('name', 'merge')}: {len(methods)} merges of "
+                                         f"{len(report['sources'])} CLIP task vectors",
+        "sources": report["sources"], "methods": methods, "base": public_name(report["base"]), "repo": repo,
+        "full_clip": full_clip, "alpha_note": "; ".join(sorted(a for a in alphas if a)) or "see each folder",
+        "table": report.get("table_markdown") or "_not evaluated (merged without data)_",
         "recipe_yaml": yaml.safe_dump(_public_recipe(report["recipe"]), sort_keys=False).strip()})
 
 

@@ -43,6 +43,9 @@ def run_merge(config: MergeConfig) -> dict:
         normalized_accuracy, ece?}], mean_accuracy, mean_normalized_accuracy``. With ``--push-to``,
         ``pushed`` holds the commit (or pull request) made.
     """
+    from ..runtime import apply_thread_policy
+
+    apply_thread_policy()  # the command line's thread default, once per process
     from ..checkpoints import load_base
     from ..evaluation import resolve_device
     from ..outputs import OutputLock, check_destination, scratch_dir
