@@ -18,6 +18,7 @@ import types
 import typing
 from dataclasses import asdict, dataclass, field
 from numbers import Integral, Real
+from pathlib import Path
 from typing import Any
 
 from .errors import InputError
@@ -244,6 +245,31 @@ class EvaluateConfig(CommonEvalOptions):
         check_fields(self)
         if not self.model:
             raise InputError("no model given")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class PushConfig:
+    """``hfdistac push DIR REPO``: an output directory to a Hub model repo in one commit."""
+
+    directory: str = field(default="", metadata={"help": "an hfdistac output directory (condition, merge, card)",
+                                                 "positional": True, "metavar": "DIR"})
+    repo: str = field(default="", metadata={"help": "target Hub repo id (created if needed)", "positional": True,
+                                            "metavar": "REPO"})
+    private: bool = field(default=False, metadata={"help": "create the repo as private"})
+    revision: str | None = field(default=None, metadata={"help": "branch to push to (created if missing)"})
+    create_pr: bool = field(default=False, metadata={"help": "open a pull request instead of committing"})
+    commit_message: str | None = field(default=None, metadata={"help": "commit message"})
+
+    def __post_init__(self) -> None:
+        d = Path(self.directory)
+        if not d.is_dir():
+            raise InputError(f"{self.directory!r} is not a directory", "pass the --output directory of a command")
+        if not (d / "README.md").is_file():
+            raise InputError(f"{self.directory!r} has no README.md: not an hfdistac output directory",
+                             "every hfdistac output directory has a model card; rerun the command with --output")
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -4,6 +4,7 @@ modules, and a command line that answers --help / --version without importing to
 from __future__ import annotations
 
 import ast
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -130,3 +131,52 @@ def test_python_dash_m_hfdistac_cli_answers_version_and_help():
     assert version.returncode == 0 and version.stdout.strip() == f"hfdistac {__version__}"
     helped = subprocess.run([sys.executable, "-m", "hfdistac.cli", "--help"], capture_output=True, text=True)
     assert helped.returncode == 0 and "condition" in helped.stdout and "merge" in helped.stdout
+
+
+def test_every_command_is_one_config_and_one_run_function_importable_from_hfdistac():
+    """`from hfdistac import XConfig, run_x` for every command; the CLI builds its flags from those very classes,
+    and `import hfdistac` alone imports no torch."""
+    import hfdistac
+    from hfdistac.cli.main import _commands
+
+    exported = {name: getattr(hfdistac, name) for name in hfdistac.__all__}
+    for cmd in _commands():
+        assert cmd.config_cls in exported.values(), f"{cmd.name}: {cmd.config_cls.__name__} is not in hfdistac"
+        run_name = "run_" + cmd.name.replace("-", "_")
+        assert callable(exported.get(run_name)), f"{cmd.name}: no hfdistac.{run_name}"
+    code = "import sys, hfdistac\nprint('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
+
+
+def test_library_calls_apply_the_command_lines_thread_default_once(tiny, tmp_path):
+    """run_* sets torch's threads to the free cores on its first call in a process, as the CLI does; a count
+    chosen before (hfdistac.set_threads, OMP_NUM_THREADS) is kept."""
+    script = f"""
+import torch, hfdistac.runtime as r
+r.available_cores = lambda: 4
+r.busy_cores = lambda *a, **k: 1           # a busy neighbour: 3 cores are free
+torch.set_num_threads(4)                  # torch's own default would be every core
+from hfdistac import EvaluateConfig, run_evaluate
+cfg = EvaluateConfig(model={str(tiny.ft_a)!r}, base={str(tiny.base)!r}, data={str(tiny.data)!r}, limit=4,
+                     progress=False)
+import sys
+if sys.argv[1] == "chosen":
+    hfdistac_threads = __import__("hfdistac").set_threads(2)
+run_evaluate(cfg)
+first = torch.get_num_threads()
+torch.set_num_threads(4)
+run_evaluate(cfg)                         # once per process: the caller's later choice is kept
+print(first, torch.get_num_threads())
+"""
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+    env["PYTHONPATH"] = str(PACKAGE.parent)
+    runs = {case: subprocess.run([sys.executable, "-c", script, case], capture_output=True, text=True, env=env)
+            for case in ("default", "chosen")}
+    for r in runs.values():
+        assert r.returncode == 0, r.stderr[-2000:]
+    assert runs["default"].stdout.split() == ["3", "4"]
+    assert runs["chosen"].stdout.split() == ["2", "4"]
+    env["OMP_NUM_THREADS"] = "1"
+    r = subprocess.run([sys.executable, "-c", script, "default"], capture_output=True, text=True, env=env)
+    assert r.returncode == 0 and r.stdout.split() == ["4", "4"], r.stderr[-2000:]

@@ -5,7 +5,7 @@ No torch import: the CLI builds its parser from :class:`SuiteConfig`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 from ..errors import InputError
 from .synthetic import TASK_DOMAIN, TASK_NAMES, Domain
@@ -45,6 +45,27 @@ class SuiteConfig:
     @property
     def resolved_mismatch_task(self) -> str:
         return self.mismatch_task or self.task_names[0]
+
+
+@dataclass
+class ExampleSuiteConfig(SuiteConfig):
+    """``hfdistac example-suite DIR``: the suite's settings plus where to write it."""
+
+    directory: str = field(default="example-suite", metadata={
+        "help": "directory to write the suite into (reused when complete, rebuilt when partial)",
+        "positional": True, "nargs": "?", "metavar": "DIR"})
+    workers: int | None = field(default=None, metadata={
+        "help": "processes that fine-tune the models in parallel (default: the CPU cores, at most 4); the files "
+                "do not depend on it"})
+    progress: bool = field(default=True, metadata={"help": "show progress bars"})
+
+    def __post_init__(self) -> None:
+        self.validate()
+        if self.workers is not None and self.workers < 1:
+            raise InputError(f"--workers must be at least 1, got {self.workers}", "omit it to use every CPU core")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
 
 
 @dataclass(frozen=True)
