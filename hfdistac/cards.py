@@ -91,18 +91,13 @@ def public_name(ref: str) -> str:
 
 
 def dataset_type(ref: str) -> str:
-    """``model-index`` ``dataset.type``: the Hub id, or for local data the ``datasets`` builder that reads it
-    (``parquet``, ``arrow`` for ``save_to_disk``, ``imagefolder``), as transformers' own cards do."""
-    from pathlib import Path
+    """``model-index`` ``dataset.type``: the dataset's identity as a card names it, the Hub id or, for local data,
+    the folder's name (:func:`public_name`).
 
-    if is_hub_id(ref):
-        return ref.split("@")[0]
-    path = Path(ref).expanduser()
-    if path.suffix == ".parquet" or any(path.glob("**/*.parquet")):
-        return "parquet"
-    if (path / "dataset_dict.json").is_file() or (path / "state.json").is_file():
-        return "arrow"
-    return "imagefolder"
+    The Hub groups a card's results by task, dataset type, config, split and revision, and names each group after
+    its first entry: local datasets typed by their builder (``parquet``) fell into one group named after the
+    first task's dataset. One type per dataset keeps one result group per task dataset."""
+    return public_name(ref)
 
 
 def inherited_license(cards: list[dict]) -> str | None:
@@ -112,17 +107,19 @@ def inherited_license(cards: list[dict]) -> str | None:
     return found.pop() if len(found) == 1 else None
 
 
-def accuracy_result(dataset: str, name: str, split: str, value: float, label: str | None = None,
+def accuracy_result(dataset: str, name: str | None, split: str, value: float, label: str | None = None,
                     config: str | None = None):
     """One ``model-index`` accuracy entry (:class:`huggingface_hub.EvalResult`) for image classification.
 
-    The Hub groups entries by task, dataset type, config, split and revision: accuracies on local datasets of
-    the same builder (or on one dataset) share a group, so ``label`` (e.g. the task) names each metric.
+    The Hub groups entries by task, dataset type, config, split and revision: the accuracies of several tasks on
+    one dataset share a group, so ``label`` (e.g. the task) names each metric. ``name`` is the dataset's
+    display name (default: its public name).
     """
     from huggingface_hub import EvalResult
 
     return EvalResult(task_type="image-classification", task_name="Image Classification",
-                      dataset_type=dataset_type(dataset), dataset_name=name, dataset_config=config, dataset_split=split,
+                      dataset_type=dataset_type(dataset), dataset_name=name or public_name(dataset),
+                      dataset_config=config, dataset_split=split,
                       metric_type="accuracy", metric_value=round(float(value), 4),
                       metric_name=f"accuracy ({label})" if label else "accuracy")
 

@@ -109,8 +109,8 @@ def test_merge_card_golden_and_metadata_loads_back():
     assert card.data.datasets == ["ufldl-stanford/svhn"] and card.data.license == "mit"
     _, results = model_index_to_eval_results(card.data.to_dict()["model-index"])
     assert [(r.dataset_name, r.dataset_type, r.dataset_config, r.metric_name, r.metric_value) for r in results] == [
-        ("svhn", "ufldl-stanford/svhn", "cropped_digits", "accuracy (svhn)", 91.25),
-        ("shape", "imagefolder", None, "accuracy (shape)", 80.0)]  # a local dataset: its builder
+        ("ufldl-stanford/svhn", "ufldl-stanford/svhn", "cropped_digits", "accuracy (svhn)", 91.25),
+        ("shape", "shape", None, "accuracy (shape)", 80.0)]  # a local dataset: its folder's name
     assert "/local/" not in text and "REPO_OR_DIR" not in text and "github.com/hfdistac" not in text
     assert 'from_pretrained("org/demo-tsvm")' in text
     assert "arxiv.org/abs/2412.00081" in text and "@" in text  # paper link and BibTeX from the registry

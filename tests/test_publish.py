@@ -109,9 +109,9 @@ def test_push_merge_output_as_pr_and_merge_pulled_models(hub_env, tiny, tmp_path
     from huggingface_hub.repocard_data import model_index_to_eval_results
 
     _, results = model_index_to_eval_results(card.data.to_dict()["model-index"])
-    # both tasks are scored on one local dataset: one dataset entry (type: its builder), a metric per task
+    # both tasks are scored on one local dataset: one dataset entry (named by its folder), a metric per task
     assert {r.metric_name for r in results} == {"accuracy (ft_a)", "accuracy (ft_b)"}
-    assert {r.dataset_type for r in results} == {"parquet"}
+    assert {(r.dataset_type, r.dataset_name) for r in results} == {("data", "data")}
     for content in files.values():
         assert DUMMY_TOKEN.encode() not in content
 
@@ -264,3 +264,27 @@ def test_push_names_the_destination_repo_in_the_usage_code(hub_env, tiny, tmp_pa
     assert code == 0, err
     card = hub_env.server.repo_files("org/ties-alone")["README.md"].decode()
     assert 'from_pretrained("org/ties-alone")' in card and "subfolder=" not in card
+
+
+def test_merge_card_has_one_result_group_per_task_dataset(tiny, tmp_path):
+    """Tasks on different local datasets: each task's accuracy sits under its own dataset in the model-index (the
+    Hub groups results by dataset type, so typing every local dataset by its builder merged them into the first
+    task's group)."""
+    from huggingface_hub.repocard_data import model_index_to_eval_results
+
+    from hfdistac.merge_eval import MergeConfig, run_merge
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump({"format": "hfdistac.recipe.v1", "name": "two", "base": str(tiny.base), "tasks": [
+        {"name": "colours", "model": str(tiny.ft_a), "dataset": str(tiny.data)},
+        {"name": "letters", "model": str(tiny.ft_b), "dataset": str(tiny.data5)}]}))
+    report = run_merge(MergeConfig(recipe=str(recipe), method="task_arithmetic", alpha=0.3, output=str(tmp_path / "o"),
+                                   progress=False))
+    card = ModelCard((tmp_path / "o" / "README.md").read_text())
+    model_index = card.data.to_dict()["model-index"]
+    assert len(model_index[0]["results"]) == 2  # two result groups, one per dataset
+    _, results = model_index_to_eval_results(model_index)
+    rows = {r.metric_name: (r.dataset_type, r.dataset_name, r.metric_value) for r in results}
+    accs = {t["name"]: round(t["accuracy"], 4) for t in report["results"][0]["tasks"]}
+    assert rows == {"accuracy (colours)": ("data", "data", accs["colours"]),
+                    "accuracy (letters)": ("data5", "data5", accs["letters"])}

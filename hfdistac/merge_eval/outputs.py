@@ -154,7 +154,7 @@ def merge_card(report: dict, repo: str | None = None, subfolder: str | None = No
     method = MERGE_METHODS[res["method"]]
     datasets = [t.get("dataset") for t in report["recipe"]["tasks"] if t.get("dataset")]
     task_rows = {r["name"]: r for r in res.get("tasks", [])}
-    evals = [accuracy_result(t.get("dataset") or t["name"], t["name"], t.get("test_split", "test"),
+    evals = [accuracy_result(t.get("dataset") or t["name"], None, t.get("test_split", "test"),
                              task_rows[t["name"]]["accuracy"], label=t["name"], config=t.get("dataset_config"))
              for t in report["recipe"]["tasks"] if t["name"] in task_rows]
     sources = [s["reference"] for s in report["sources"]]
