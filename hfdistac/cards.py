@@ -90,6 +90,19 @@ def public_name(ref: str) -> str:
     return ref.split("@")[0] if is_hub_id(ref) else Path(str(ref).rstrip("/")).name
 
 
+def public_command(command: str) -> str:
+    """A command line as a card shows it: every argument that is a local path by its folder name only
+    (:func:`public_name`), options and Hub ids as they are. The one rule for every card: a card is published,
+    and a path on the machine that wrote it means nothing to its readers."""
+    from .hub import is_local_reference
+
+    def public(token: str) -> str:
+        path_like = not token.startswith("-") and ("/" in token or token.startswith((".", "~")))
+        return public_name(token) if path_like and is_local_reference(token) else token
+
+    return " ".join(public(t) for t in command.split(" "))
+
+
 def dataset_type(ref: str) -> str:
     """``model-index`` ``dataset.type``: the dataset's identity as a card names it, the Hub id or, for local data,
     the folder's name (:func:`public_name`).

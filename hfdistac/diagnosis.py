@@ -318,9 +318,14 @@ def inspect_card(diagnosis: Diagnosis, plots: list) -> str:
     """README of an ``inspect --output`` directory: the summary, the thresholds and the plots (pushable as is)."""
     from pathlib import Path
 
+    from .cards import public_command
+
     header = "---\ntags:\n- hfdistac\n- task-vectors\n- merge-diagnostics\n---\n"
     images = "\n".join(f"![{Path(p).stem}]({Path(p).name})" for p in plots)
-    return (f"{header}\n# Task-vector diagnosis (hfdistac inspect)\n\n{diagnosis_summary(diagnosis)}\n\n"
+    # the suggested commands as every card shows them: local models and datasets by their folder name
+    summary = "\n".join(public_command(line) if line.lstrip().startswith("hfdistac ") else line
+                        for line in diagnosis_summary(diagnosis).splitlines())
+    return (f"{header}\n# Task-vector diagnosis (hfdistac inspect)\n\n{summary}\n\n"
             f"Thresholds: norm ratio > {diagnosis.norm_threshold:g} flags `norm_mismatch`, normalised entropy > "
             f"{diagnosis.entropy_threshold:g} flags `low_confidence`. Every figure is in `report.json`; the options "
             f"of this run are in `hfdistac_config.json`.\n\n{images}\n")

@@ -19,6 +19,7 @@ import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from .cards import public_command, public_name
 from .configs import check_fields
 from .configs import help_field as _h
 from .errors import InputError
@@ -121,7 +122,10 @@ def render_section(m, *, base: str, base_revision: str, n_references: int, norm_
     from .cards import template_text
 
     verdict = verdict_of(m.flags)
-    ctx = {"m": m, "base": base, "base_revision": base_revision, "n_references": n_references,
+    base = public_name(base)  # a card names local models and datasets by their folder name only
+    command = public_command(command) if command else command
+    ctx = {"m": m, "dataset": public_name(m.dataset) if m.dataset else None, "base": base,
+           "base_revision": base_revision, "n_references": n_references,
            "norm_threshold": norm_threshold, "entropy_threshold": entropy_threshold,
            "verdict_text": VERDICTS[verdict], "reason": m.recommendation.get("reason") if verdict != "ready" else "",
            "command": command, "plots": plots, "version": __version__, "limit_text": limit_text}
@@ -185,7 +189,8 @@ def run_card(config: CardConfig) -> dict:
         if m.reliability:
             reliability_plot({m.name: m.reliability}, assets / "reliability.png")
             plots.append({"title": "Reliability diagram", "path": f"{ASSET_DIR}/reliability.png"})
-        limit_text = (f"{m.split} split of `{m.dataset}`" + (f" (first {config.limit} images)" if config.limit else "")
+        limit_text = (f"{m.split} split of `{public_name(m.dataset)}`"
+                      + (f" (first {config.limit} images)" if config.limit else "")
                       if m.dataset else "weights only (no dataset given)")
         section = render_section(m, base=base, base_revision=diagnosis.base_revision, n_references=len(refs),
                                  norm_threshold=config.norm_threshold, entropy_threshold=config.entropy_threshold,
@@ -207,11 +212,15 @@ def run_card(config: CardConfig) -> dict:
             from .cards import render_card
 
             card_text = render_card("readiness_card.md.j2", {
-                "card_data": add_metadata({}, additions), "title": title, "base": base, "section": section})
+                "card_data": add_metadata({}, additions), "title": title, "base": public_name(base),
+                "section": section})
         (work / "README.md").write_text(card_text, encoding="utf-8")
         result = {"verdict": verdict, "diagnosis": diagnosis.to_dict(), "section": section, "card": card_text}
-        write_json(assets / "merge_readiness.json", {"verdict": verdict, "model": asdict(m),
-                                                     "references": refs, "base": base,
+        write_json(assets / "merge_readiness.json", {"verdict": verdict, "model": {
+            **asdict(m), "reference": public_name(m.reference), "dataset": public_name(m.dataset) if m.dataset else None,
+            "recommendation": {**m.recommendation, "command": public_command(m.recommendation["command"])
+                               if m.recommendation.get("command") else None}},
+            "references": [public_name(r) for r in refs], "base": public_name(base),
                                                      "base_revision": diagnosis.base_revision})
         target = work
         if config.output:

@@ -77,6 +77,31 @@ def test_card_without_existing_card_writes_a_whole_one(tiny, tmp_path, capsys):
     assert "no reference task vectors" in text
 
 
+def test_card_and_inspect_readmes_name_local_paths_by_folder_name(tiny, tmp_path, capsys):
+    """One rule for every card: `card` and `inspect --output` READMEs (and the card's merge_readiness.json, which
+    is uploaded with it) name local models, bases and datasets by their folder name, the suggested `hfdistac
+    condition` command included."""
+    src = tmp_path / "ft_long"  # without its own card (whose metadata the card would keep as the author wrote it)
+    shutil.copytree(tiny.ft_long, src)
+    (src / "README.md").unlink()
+    code, _, err = run_cli(capsys, "card", src, "--base", tiny.base, "--data", tiny.data, "--reference",
+                           tiny.ft_a, tiny.ft_b, "--output", tmp_path / "card", "--no-progress")
+    assert code == 0, err
+    code, out, err = run_cli(capsys, "inspect", tiny.ft_long, tiny.ft_a, tiny.ft_b, "--base", tiny.base, "--data",
+                             tiny.data, tiny.data, tiny.data, "--output", tmp_path / "inspect", "--no-progress")
+    assert code == 0, err
+    assert str(tiny.root) in out  # the terminal shows the paths as given: the user runs that command here
+    texts = {"card README": (tmp_path / "card" / "README.md").read_text(),
+             "merge_readiness.json": (tmp_path / "card" / "hfdistac" / "merge_readiness.json").read_text(),
+             "inspect README": (tmp_path / "inspect" / "README.md").read_text()}
+    for what, text in texts.items():
+        assert str(tiny.root) not in text and str(tmp_path) not in text, what
+    assert "hfdistac condition ft_long --base base --preset " in texts["card README"]
+    assert "hfdistac condition ft_long --base base --preset " in texts["inspect README"]
+    assert " --data data" in texts["card README"]
+    assert "split of `data`" in texts["card README"]
+
+
 def test_card_open_pr_on_local_path_is_refused(tiny, capsys):
     code, _, err = run_cli(capsys, "card", tiny.ft_a, "--open-pr")
     assert code == 2 and err.startswith("error: --open-pr needs a Hub model id")
