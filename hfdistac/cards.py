@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 TEMPLATE_PACKAGE = "hfdistac"
@@ -85,9 +86,48 @@ def is_hub_id(ref: str | None) -> bool:
 def public_name(ref: str) -> str:
     """How a card names a model or dataset: a Hub id without its revision, a local one by its folder name only
     (a card is published; the path of a folder on the machine that wrote it means nothing to its readers)."""
-    from pathlib import Path
-
     return ref.split("@")[0] if is_hub_id(ref) else Path(str(ref).rstrip("/")).name
+
+
+def known_hub_id(local_dir: str | Path) -> str | None:
+    """The Hub id a local copy of a model knows for itself, or ``None``: its Hub-cache path
+    (``…/models--org--name/snapshots/<sha>``), else ``_name_or_path`` in its ``config.json`` when that is a Hub
+    id (transformers writes the id a model was loaded from)."""
+    import json
+    import re
+
+    path = Path(local_dir).expanduser()
+    for part in path.resolve().parts:
+        m = re.fullmatch(r"models--([^-][^/]*?)--([^/]+)", part)
+        if m:
+            return f"{m.group(1)}/{m.group(2)}"
+    try:
+        name = json.loads((path / "config.json").read_text()).get("_name_or_path")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return name if isinstance(name, str) and _hub_id_shaped(name) else None
+
+
+def _hub_id_shaped(ref: str) -> bool:
+    """``owner/name`` with no path syntax, and not an existing local path."""
+    import re
+
+    return bool(re.fullmatch(r"[A-Za-z0-9][\w.-]*/[\w.-]+", ref)) and ".." not in ref and is_hub_id(ref)
+
+
+def lineage(reference: str, local_dir: str | Path | None = None, *, hint: str | None = None) -> dict[str, str | None]:
+    """How a card records where a model came from: ``{"id": Hub id or None, "name": display name}``.
+
+    A Hub reference is its own id. A local folder is shown by its folder name and identified by the Hub id its
+    copy knows (:func:`known_hub_id`), else by ``hint`` (e.g. the ``base_model`` a source's card names for its
+    base) when that is a Hub id; otherwise it has no id, and a card never names a local path as a reference.
+    """
+    if is_hub_id(reference):
+        return {"id": reference.split("@")[0], "name": reference.split("@")[0]}
+    found = known_hub_id(local_dir or reference) if (local_dir or reference) else None
+    if found is None and hint and _hub_id_shaped(str(hint)):
+        found = str(hint)
+    return {"id": found, "name": found or public_name(reference)}
 
 
 def public_command(command: str) -> str:

@@ -257,7 +257,7 @@ def run_evaluate(config) -> dict:
     from .data import DatasetSpec, load_image_data
     from .errors import InputError
     from .heads import load_templates_file
-    from .hub import card_datasets, infer_base
+    from .hub import card_datasets, infer_base, local_paths_note
     from .outputs import check_writable
 
     if config.json:
@@ -266,7 +266,8 @@ def run_evaluate(config) -> dict:
     base_ref = infer_base(ft.card, config.model, config.base)
     data_ref = config.data or next(iter(card_datasets(ft.card)), None)
     if data_ref is None:
-        raise InputError(f"no --data given and the card of {config.model!r} names no dataset",
+        raise InputError(f"no --data given and the card of {config.model!r} names no dataset"
+                         + local_paths_note(ft.card, "datasets"),
                          "pass --data with a Hub dataset id or a local dataset path")
     base = load_base(base_ref)
     check_against_base(base, ft)

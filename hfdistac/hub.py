@@ -322,7 +322,51 @@ def read_card_metadata(resolved: ResolvedModel) -> dict:
             elif value is not None:
                 meta[key] = _local_ref(value, resolved.local_dir)
         _local_base(meta, resolved.local_dir)
+    else:
+        _drop_local_paths(meta)
     return meta
+
+
+#: Card fields that name other models or datasets, and where :func:`read_card_metadata` puts the local paths a
+#: Hub model's card names (they are never resolved: they mean a folder on the machine that wrote the card).
+_REFERENCE_FIELDS = ("base_model", "datasets", "hfdistac.base", "hfdistac.datasets")
+LOCAL_PATHS_KEY = "_local_paths"
+
+
+def _looks_local(value: object) -> bool:
+    return isinstance(value, str) and (value.startswith((".", "/", "~", "\\")) or os.path.isabs(value))
+
+
+def _drop_local_paths(meta: dict) -> None:
+    """Remove the local paths a Hub model's card names (``base_model: ../../base``) from its reference fields and
+    record them under :data:`LOCAL_PATHS_KEY`: resolving them against the reader's working directory would pick
+    up whatever happens to lie there. :func:`local_paths_note` says what was found in an error message."""
+    found: dict[str, str] = {}
+    for name in _REFERENCE_FIELDS:
+        owner, key = (meta.get("hfdistac"), name.split(".")[1]) if "." in name else (meta, name)
+        if not isinstance(owner, dict) or key not in owner:
+            continue
+        value = owner[key]
+        if isinstance(value, list):
+            local = [v for v in value if _looks_local(v)]
+            if local:
+                found[name] = local[0] if len(local) == 1 else ", ".join(local)
+            owner[key] = [v for v in value if not _looks_local(v)]
+        elif _looks_local(value):
+            found[name] = value
+            owner.pop(key)
+    if found:
+        meta[LOCAL_PATHS_KEY] = found
+
+
+def local_paths_note(meta: dict, *fields: str) -> str:
+    """`` (its card names ... a local path ...)``: why a Hub model's card gave no usable reference, or ``""``."""
+    found = meta.get(LOCAL_PATHS_KEY) if isinstance(meta, dict) else None
+    shown = [f"{name}: {value!r}" for name, value in (found or {}).items() if name.split(".")[-1] in fields]
+    if not shown:
+        return ""
+    return (f" (its card names {', '.join(shown)}: a local path on the machine that wrote the card, which is "
+            "never resolved against this working directory)")
 
 
 def _local_base(meta: dict, local_dir: Path) -> None:
@@ -382,8 +426,10 @@ def infer_base(meta: dict, reference: str, given: str | None = None) -> str:
         return recorded["base"].strip()
     base = card_base_model(meta)
     if base is None:
-        raise InputError(f"no --base given and the card of {reference!r} names no base_model",
-                         hint="pass --base, e.g. --base openai/clip-vit-base-patch32")
+        raise InputError(f"no --base given and the card of {reference!r} names no base_model"
+                         + local_paths_note(meta, "base_model", "base"),
+                         hint="pass --base with the base's Hub id or local folder, e.g. --base "
+                              "openai/clip-vit-base-patch32")
     return base
 
 

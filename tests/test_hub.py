@@ -126,8 +126,13 @@ def test_resolve_hub_id_pins_sha_and_downloads_only_needed_files(hub_env, models
     assert all(f"/resolve/{sha}/" in r.path for r in server.requests_to(r"/resolve/"))
     # card metadata of a Hub model: ids stay ids
     meta = hub.read_card_metadata(resolved)
-    assert hub.card_base_model(meta) == "../base"  # relative paths are only resolved for local models
-    assert "org/other-data" in hub.card_datasets(meta)
+    # a Hub card's local paths are never resolved (against the reader's working directory or anything else):
+    # set aside and named in the error that asks for --base / --data
+    assert hub.card_base_model(meta) is None and hub.card_datasets(meta) == ["org/other-data"]
+    assert meta[hub.LOCAL_PATHS_KEY] == {"base_model": "../base", "datasets": "../data"}
+    with pytest.raises(InputError, match=r"base_model: '\.\./base'.*never resolved") as err:
+        hub.infer_base(meta, "org/resolve-me")
+    assert "--base" in err.value.hint
 
 
 def test_revision_pinning_branches_and_missing_revision(hub_env, models, tmp_path):

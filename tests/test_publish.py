@@ -313,3 +313,58 @@ def test_merge_card_has_one_result_group_per_task_dataset(tiny, tmp_path):
     accs = {t["name"]: round(t["accuracy"], 4) for t in report["results"][0]["tasks"]}
     assert rows == {"accuracy (colours)": ("data", "data", accs["colours"]),
                     "accuracy (letters)": ("data5", "data5", accs["letters"])}
+
+
+def test_conditioned_card_names_local_sources_by_folder_and_by_the_hub_id_they_know(tiny, tmp_path):
+    """A local source and base: the card's metadata names them by the Hub id their copies know (a Hub-cache path,
+    config.json's _name_or_path) and otherwise by folder name, never by path, and never as a reference that
+    could be resolved."""
+    import json
+
+    from hfdistac.distac import ConditionConfig, run_condition
+
+    base = tmp_path / "hub" / "models--openai--clip-tiny" / "snapshots" / ("a" * 40)
+    shutil.copytree(tiny.base, base)
+    known = tmp_path / "my-colour"
+    shutil.copytree(tiny.ft_a, known)
+    (known / "README.md").unlink()
+    cfg = json.loads((known / "config.json").read_text())
+    (known / "config.json").write_text(json.dumps({**cfg, "_name_or_path": "org/colour-model"}))
+    unknown = tmp_path / "plain-colour"
+    shutil.copytree(tiny.ft_a, unknown)
+    (unknown / "README.md").unlink()
+    metas = {}
+    for src in (known, unknown):
+        run_condition(ConditionConfig(model=str(src), base=str(base), data=str(tiny.data), preset="confidence",
+                                      steps=1, batch_size=8, eval_split="none", output=str(tmp_path / f"{src.name}-out"),
+                                      progress=False))
+        metas[src.name] = ModelCard((tmp_path / f"{src.name}-out" / "README.md").read_text()).data.to_dict()
+    m = metas["my-colour"]
+    assert m["base_model"] == "org/colour-model" and m["base_model_relation"] == "finetune"
+    assert m["hfdistac"]["source"] == "org/colour-model" and m["hfdistac"]["base"] == "openai/clip-tiny"
+    m = metas["plain-colour"]
+    assert m["base_model"] == "openai/clip-tiny"  # the source knows no id of its own: the base is the parent
+    assert m["hfdistac"]["source_name"] == "plain-colour" and "source" not in m["hfdistac"]
+    for m in metas.values():
+        assert str(tmp_path) not in yaml.safe_dump(m)
+
+
+def test_a_hub_cards_local_paths_are_never_resolved_against_the_working_directory(hub_env, tiny, tmp_path,
+                                                                                   capsys, monkeypatch):
+    """The example suite's cards name ``../../base`` and ``../../data/colour``. Uploaded, those paths would resolve
+    against wherever the reader runs: here a folder with a base at ../../base exists, and it is not used; the
+    error names the card's field and the option to give."""
+    repo = tmp_path / "repo"
+    shutil.copytree(tiny.ft_a, repo)
+    (repo / "README.md").write_text("---\nbase_model: ../../base\ndatasets:\n- ../../data/colour\n"
+                                    "hfdistac:\n  base: ../../base\n---\n\n# colour\n")
+    hub_env.server.seed_repo("org/suite-colour", repo)
+    shutil.copytree(tiny.base, tmp_path / "base")  # what ../../base means from tmp_path/a/b
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path / "a" / "b")
+    code, _, err = run_cli(capsys, "condition", "org/suite-colour", "--output", tmp_path / "out", "--steps", "1")
+    assert code == 2 and "base_model: '../../base'" in err and "never resolved" in err and "--base" in err, err
+    code, _, err = run_cli(capsys, "condition", "org/suite-colour", "--base", tiny.base, "--output", tmp_path / "out",
+                           "--steps", "1")
+    assert code == 2 and "datasets: '../../data/colour'" in err and "--data" in err, err
+    assert not (tmp_path / "out").exists()

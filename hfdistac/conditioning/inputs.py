@@ -96,7 +96,7 @@ def _absolute(ref: str) -> str:
 
 def _resolve_references(config: ConditionConfig, source) -> tuple[ConditionConfig, Path, Path]:
     """Base, data, output and checkpoint folder of the run; refuses an existing output or stale checkpoints."""
-    from ..hub import card_datasets, infer_base
+    from ..hub import card_datasets, infer_base, local_paths_note
     from ..outputs import check_destination
 
     name = Path(str(config.model).split("@")[0].rstrip("/")).name
@@ -110,7 +110,8 @@ def _resolve_references(config: ConditionConfig, source) -> tuple[ConditionConfi
     base_ref = infer_base(source.card, config.model, config.base)
     data_ref = config.data or next(iter(card_datasets(source.card)), None)
     if data_ref is None:
-        raise InputError(f"no --data given and the card of {config.model!r} names no dataset",
+        raise InputError(f"no --data given and the card of {config.model!r} names no dataset"
+                         + local_paths_note(source.card, "datasets"),
                          "pass --data with a Hub dataset id or a local dataset path")
     config = replace(config, model=_absolute(config.model), base=_absolute(base_ref), data=_absolute(data_ref),
                      output=str(output), reference=[_absolute(r) for r in config.reference] if config.reference

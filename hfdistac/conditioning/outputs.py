@@ -150,16 +150,25 @@ def _card_metadata(inputs: Inputs, resolved: ConditionConfig, report: dict) -> d
     from ..cards import accuracy_result, inherited_license, is_hub_id, public_name
 
     source = inputs.source.resolved
-    parent = source.repo_id if not source.is_local else (resolved.base.split("@")[0] if is_hub_id(resolved.base)
-                                                          else None)
+    from ..cards import lineage
+    from ..hub import card_base_model
+
+    # Lineage: Hub ids wherever one is known, a local copy's own included (its Hub-cache path, config.json's
+    # _name_or_path; for the base also the base_model the source's card names); folder names for display.
+    base = lineage(resolved.base, inputs.base.resolved.local_dir, hint=card_base_model(inputs.source.card or {}))
+    src = lineage(resolved.model, source.local_dir)
+    if src["id"] == base["id"]:  # a fine-tune saved from the base keeps the base's _name_or_path: not its own id
+        src = {"id": None, "name": public_name(resolved.model)}
+    parent = src["id"] or base["id"]
     eval_ref = resolved.eval_data or resolved.data
     evals = [accuracy_result(eval_ref, public_name(eval_ref), report["eval_split"], report[f"accuracy_{suffix}"], label)
              for suffix, label in (("before", "teacher"), ("rescaled_only", "naive rescaling"), ("after", "DisTaC"))
              if report.get(f"accuracy_{suffix}") is not None]
     hub_data = list(dict.fromkeys(r.split("@")[0] for r in (resolved.data, resolved.eval_data) if is_hub_id(r)))
-    hub_meta = {"method": "distac", "base": resolved.base if is_hub_id(resolved.base) else None,
+    hub_meta = {"method": "distac", "base": base["id"], "base_name": None if base["id"] else base["name"],
                 "base_revision": inputs.base.resolved.revision, "base_vision_identity": inputs.base.vision_identity,
-                "source": resolved.model if is_hub_id(resolved.model) else None, "source_revision": source.revision}
+                "source": src["id"], "source_name": None if src["id"] else src["name"],
+                "source_revision": source.revision}
     return {
         "base_model": parent, "base_model_relation": "finetune" if parent else None,
         "license": inherited_license([inputs.source.card]), "library_name": "transformers",
