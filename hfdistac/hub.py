@@ -453,7 +453,7 @@ def card_datasets(meta: dict) -> list[str]:
 # --------------------------------------------------------------------------------------------- publishing
 def push_folder(folder: str | Path, repo_id: str, *, private: bool = False, revision: str | None = None,
                 create_pr: bool = False, commit_message: str | None = None, token: str | bool | None = None,
-                retries: int = 3, retry_delay: float = 1.0) -> dict:
+                retries: int = 3, retry_delay: float = 1.0, repo_type: str = "model") -> dict:
     """Publish every file of ``folder`` to a model repo in ONE commit.
 
     Creates the repo if needed (``private`` applies only then) and the branch ``revision`` if it does not exist
@@ -472,6 +472,7 @@ def push_folder(folder: str | Path, repo_id: str, *, private: bool = False, revi
         token: Hub token; default: huggingface_hub's (``HF_TOKEN`` or ``hf auth login``).
         retries: Attempts per Hub call for transient errors.
         retry_delay: First backoff delay in seconds (doubled at each retry).
+        repo_type: ``model`` (default) or ``dataset``.
 
     Returns:
         ``{"repo_id", "commit_sha", "commit_url", "pr_url"}`` (``pr_url`` is ``None`` without ``create_pr``).
@@ -488,19 +489,20 @@ def push_folder(folder: str | Path, repo_id: str, *, private: bool = False, revi
     api = HfApi(token=token)
     what = f"repo {repo_id!r}"
     retry = {"what": what, "token": token, "retries": retries, "retry_delay": retry_delay}
-    _with_retries(lambda: api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model"),
+    _with_retries(lambda: api.create_repo(repo_id, private=private, exist_ok=True, repo_type=repo_type),
                   step=f"creating {what}", **retry)
     if revision and revision != "main":
-        _with_retries(lambda: api.create_branch(repo_id, branch=revision, exist_ok=True),
+        _with_retries(lambda: api.create_branch(repo_id, branch=revision, exist_ok=True, repo_type=repo_type),
                       step=f"creating branch {revision!r} of {what}", **retry)
     message = commit_message or f"Upload {folder.resolve().name} with hfdistac"
     contents = _upload_contents(folder, files, repo_id)
-    landed = _LandedCheck(api, repo_id, revision, create_pr, contents)
+    landed = _LandedCheck(api, repo_id, revision, create_pr, contents, repo_type)
 
     def commit():  # operations are mutated by create_commit: build them afresh for every attempt
         ops = [CommitOperationAdd(path_in_repo=path, path_or_fileobj=data if isinstance(data, bytes) else str(data))
                for path, data in contents.items()]
-        info = api.create_commit(repo_id, ops, commit_message=message, revision=revision, create_pr=create_pr)
+        info = api.create_commit(repo_id, ops, commit_message=message, revision=revision, create_pr=create_pr,
+                                 repo_type=repo_type)
         return {"repo_id": repo_id, "commit_sha": info.oid, "commit_url": info.commit_url, "pr_url": info.pr_url}
 
     result = _with_retries(commit, step=f"pushing {len(files)} files to {what}", landed=landed, **retry)
@@ -562,23 +564,25 @@ class _LandedCheck:
     new head (or a new PR) whose files equal the local files byte for byte means the commit went through.
     """
 
-    def __init__(self, api, repo_id: str, revision: str | None, create_pr: bool, contents: dict[str, Path | bytes]):
+    def __init__(self, api, repo_id: str, revision: str | None, create_pr: bool, contents: dict[str, Path | bytes],
+                 repo_type: str = "model"):
         self.api, self.repo_id, self.revision, self.create_pr = api, repo_id, revision, create_pr
-        self.contents = contents
+        self.contents, self.repo_type = contents, repo_type
         self.before = self._state()
 
     def _state(self) -> set[str] | str | None:
         try:
             if self.create_pr:
-                refs = self.api.list_repo_refs(self.repo_id, include_pull_requests=True)
+                refs = self.api.list_repo_refs(self.repo_id, include_pull_requests=True, repo_type=self.repo_type)
                 return {r.ref for r in refs.pull_requests or []}
-            return self.api.repo_info(self.repo_id, revision=self.revision).sha
+            return self.api.repo_info(self.repo_id, revision=self.revision, repo_type=self.repo_type).sha
         except Exception as err:  # noqa: BLE001 - an unreadable state just means "cannot tell": retry as before
             logger.debug("could not read the state of %s: %s", self.repo_id, err)
             return None
 
     def _matches(self, revision: str) -> bool:
-        remote = {e.path: e for e in self.api.list_repo_tree(self.repo_id, revision=revision, recursive=True)
+        remote = {e.path: e for e in self.api.list_repo_tree(self.repo_id, revision=revision, recursive=True,
+                                                             repo_type=self.repo_type)
                   if hasattr(e, "blob_id")}
         for path, content in self.contents.items():
             entry = remote.get(path)
@@ -599,12 +603,12 @@ class _LandedCheck:
             return None
         from huggingface_hub import constants
 
-        base = f"{constants.ENDPOINT}/{self.repo_id}"
+        base = f"{constants.ENDPOINT}/{'datasets/' if self.repo_type == 'dataset' else ''}{self.repo_id}"
         try:
             if self.create_pr:
                 for ref in sorted(now - self.before, key=lambda r: int(r.rsplit("/", 1)[1]), reverse=True):
                     if self._matches(ref):
-                        sha = self.api.repo_info(self.repo_id, revision=ref).sha
+                        sha = self.api.repo_info(self.repo_id, revision=ref, repo_type=self.repo_type).sha
                         return {"repo_id": self.repo_id, "commit_sha": sha, "commit_url": f"{base}/commit/{sha}",
                                 "pr_url": f"{base}/discussions/{ref.rsplit('/', 1)[1]}"}
                 return None

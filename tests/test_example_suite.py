@@ -57,7 +57,7 @@ def test_layout(example_suite):
 
 def test_models_load_and_match_base(example_suite):
     from safetensors import safe_open
-    from transformers import CLIPImageProcessor, CLIPModel, CLIPTokenizer, CLIPVisionModel
+    from transformers import AutoImageProcessor, CLIPImageProcessor, CLIPModel, CLIPTokenizer, CLIPVisionModel
 
     from hfdistac.heads import build_head
 
@@ -66,6 +66,9 @@ def test_models_load_and_match_base(example_suite):
     CLIPImageProcessor.from_pretrained(example_suite / "base")
     name = _suite(example_suite)["task_names"][0]
     vm = CLIPVisionModel.from_pretrained(example_suite / "models" / name)
+    for variant in ("", "-highlr", "-ls"):  # every model folder loads its processor, as Hub models do
+        processor = AutoImageProcessor.from_pretrained(example_suite / "models" / f"{name}{variant}")
+        assert processor.to_dict() == CLIPImageProcessor.from_pretrained(example_suite / "base").to_dict()
     assert set(vm.state_dict()) == set(base.vision_model.state_dict())
     with safe_open(str(example_suite / "models" / name / "model.safetensors"), framework="pt") as f:
         assert all(k.startswith("vision_model.") for k in f.keys())

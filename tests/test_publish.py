@@ -368,3 +368,53 @@ def test_a_hub_cards_local_paths_are_never_resolved_against_the_working_director
                            "--steps", "1")
     assert code == 2 and "datasets: '../../data/colour'" in err and "--data" in err, err
     assert not (tmp_path / "out").exists()
+
+
+def test_example_suite_push_round_trip_by_hub_ids(hub_env, example_suite, tmp_path, capsys):
+    """`example-suite DIR --push-to NAMESPACE` (library form): base, datasets and models become repos whose cards
+    name each other by Hub id; a pushed model is then conditioned by its Hub id alone (base and data from its
+    card, the data streamed from the Hub), and the Hub recipes merge."""
+    from hfdistac.example_suite.publish import push_suite
+    from hfdistac.example_suite.publish import repo_ids as suite_repo_ids
+
+    suite = tmp_path / "suite"
+    shutil.copytree(example_suite, suite)
+    before = {p.relative_to(suite): p.read_bytes() for p in suite.rglob("*") if p.is_file()}
+    pushed = push_suite(suite, "suiteorg", progress=False)
+    task = json_load(suite / "suite.json")["task_names"][0]
+    ids = suite_repo_ids("suiteorg", json_load(suite / "suite.json")["task_names"])
+    assert pushed["repos"] == ids and set(pushed["commits"]) == set(ids.values())
+    server = hub_env.server
+    card = ModelCard(server.repo_files(ids[f"models/{task}-highlr"])["README.md"].decode())
+    assert card.data.base_model == ids["base"] and card.data.datasets == [ids[f"data/{task}"]]
+    assert card.data.to_dict()["hfdistac"]["base"] == ids["base"]
+    assert "../../" not in str(card)
+    assert "data/train-00000-of-00001.parquet" in server.repo_files(ids[f"data/{task}"], repo_type="dataset")
+    # the local suite: unchanged but for the Hub recipes, which its manifest now lists
+    after = {p.relative_to(suite): p.read_bytes() for p in suite.rglob("*") if p.is_file()}
+    added = set(after) - set(before)
+    assert {p.parent.as_posix() for p in added} == {"recipes/hub-suiteorg"}
+    from hfdistac.example_suite.build import MARKER
+
+    assert all(after[p] == before[p] for p in before if p.name != MARKER)
+    assert {f"recipes/hub-suiteorg/{n}" for n in ("original.yaml", "norm-mismatch.yaml")} <= set(
+        (suite / MARKER).read_text().splitlines())
+    recipe = yaml.safe_load((suite / "recipes" / "hub-suiteorg" / "norm-mismatch.yaml").read_text())
+    assert recipe["base"] == ids["base"] and all(t["model"].startswith("suiteorg/") for t in recipe["tasks"])
+    # the round trip: a pushed model by its id alone
+    code, _, err = run_cli(capsys, "condition", ids[f"models/{task}-highlr"], "--steps", "1", "--batch-size", "8",
+                           "--num-images", "16", "--eval-split", "none", "--output", tmp_path / "cond",
+                           "--no-progress")
+    assert code == 0, err
+    report = json_load(tmp_path / "cond" / "report.json")
+    assert report["base"] == ids["base"] and report["dataset"] == ids[f"data/{task}"]
+    code, _, err = run_cli(capsys, "merge", suite / "recipes" / "hub-suiteorg" / "original.yaml", "--method",
+                           "task_arithmetic", "--alpha", "0.3", "--weights-only", "--output", tmp_path / "merged",
+                           "--no-progress")
+    assert code == 0, err
+
+
+def json_load(path):
+    import json
+
+    return json.loads(path.read_text())

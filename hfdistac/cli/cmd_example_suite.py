@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from ..example_suite.config import ExampleSuiteConfig
 from .main import Command
 
@@ -15,6 +17,9 @@ def _run(cfg: ExampleSuiteConfig) -> int:
     print(f"\n{state} at {summary.directory}; recipes in {summary.directory / 'recipes'}")
     if not summary.conditions_hold:
         print("warning: not every condition holds (see above and suite.json)")
+    if summary.pushed:
+        print(f"pushed {len(summary.pushed['commits'])} repos ({summary.pushed['repos']['base']}, ...); recipes "
+              f"naming them by Hub id: {Path(summary.pushed['recipes'][0]).parent}")
     return 0
 
 
@@ -24,7 +29,9 @@ COMMAND = Command(
     """\
       hfdistac example-suite example-suite
       hfdistac example-suite small-suite --tasks 4 --seed 1 --mismatch-task background
-      hfdistac inspect example-suite/recipes/norm-mismatch.yaml""",
+      hfdistac inspect example-suite/recipes/norm-mismatch.yaml
+      # upload it (base, datasets, models) as repos whose cards name each other by Hub id
+      hfdistac example-suite example-suite --push-to my-user""",
     ExampleSuiteConfig,
     _run,
 )

@@ -40,11 +40,13 @@ class SuiteSummary:
         directory: The suite's root directory.
         figures: The content of ``suite.json``.
         cached: Whether an existing complete suite was reused.
+        pushed: With ``--push-to``, what :func:`~.publish.push_suite` returned (repos, commits, Hub recipes).
     """
 
     directory: Path
     figures: dict[str, Any]
     cached: bool = False
+    pushed: dict[str, Any] | None = None
 
     @property
     def conditions_hold(self) -> bool:
@@ -204,9 +206,16 @@ def _quiet_hf_progress():
 
 def run_example_suite(config) -> SuiteSummary:
     """``hfdistac example-suite DIR`` as one library call (an :class:`~.config.ExampleSuiteConfig` in, the
-    :class:`SuiteSummary` out); see :func:`build_example_suite`."""
-    return build_example_suite(config.directory, num_tasks=config.num_tasks, seed=config.seed,
-                               mismatch_task=config.mismatch_task, progress=config.progress, workers=config.workers)
+    :class:`SuiteSummary` out); see :func:`build_example_suite`. With ``push_to``, the suite is then uploaded
+    (:func:`~.publish.push_suite`) and ``summary.pushed`` holds what was pushed."""
+    summary = build_example_suite(config.directory, num_tasks=config.num_tasks, seed=config.seed,
+                                  mismatch_task=config.mismatch_task, progress=config.progress, workers=config.workers)
+    if config.push_to:
+        from .publish import push_suite
+
+        summary.pushed = push_suite(summary.directory, config.push_to, private=config.private,
+                                    progress=config.progress)
+    return summary
 
 
 def build_example_suite(directory: str | Path, *, num_tasks: int = 8, seed: int = 0,
@@ -464,6 +473,9 @@ def _build_into(root: Path, config: SuiteConfig, plan: SuitePlan, progress: bool
             norm = global_norm(tv)
             t[variant] = {"accuracy": round(accuracy(logits, y_te), 2), "entropy": round(mean_entropy(logits), 5),
                           "norm": round(norm, 4)}
+            # the base's image processor beside each model, so AutoImageProcessor loads every model folder
+            shutil.copyfile(root / "base" / "preprocessor_config.json",
+                            root / "models" / f"{name}{v['suffix']}" / "preprocessor_config.json")
             (root / "models" / f"{name}{v['suffix']}" / "README.md").write_text(files.model_card(
                 name, variant, lr=v["lr"], steps=plan.finetune_steps, batch_size=plan.finetune_batch,
                 label_smoothing=v["label_smoothing"], seed=seed * 1000 + ti, distac_lr=plan.finetune_lr,

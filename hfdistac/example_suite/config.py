@@ -58,11 +58,20 @@ class ExampleSuiteConfig(SuiteConfig):
         "help": "processes that fine-tune the models in parallel (default: the CPU cores, at most 4); the files "
                 "do not depend on it"})
     progress: bool = field(default=True, metadata={"help": "show progress bars"})
+    push_to: str | None = field(default=None, metadata={
+        "help": "also upload the suite to this Hub user or organisation: base, datasets and models as repos "
+                "(NAMESPACE/hfdistac-suite-...) whose cards name each other by Hub id, and write "
+                "DIR/recipes/hub-NAMESPACE/*.yaml naming them", "metavar": "NAMESPACE"})
+    private: bool = field(default=False, metadata={"help": "with --push-to: create the repos private"})
 
     def __post_init__(self) -> None:
         self.validate()
         if self.workers is not None and self.workers < 1:
             raise InputError(f"--workers must be at least 1, got {self.workers}", "omit it to use every CPU core")
+        if self.push_to is not None:
+            from .publish import check_namespace
+
+            check_namespace(self.push_to)
 
     def to_dict(self) -> dict:
         return asdict(self)
