@@ -278,19 +278,31 @@ class BaseModel:
     Attributes:
         resolved: The resolved reference.
         clip: The full ``CLIPModel`` (eval mode, on CPU).
-        tokenizer: Its tokenizer.
-        image_processor: Its image processor.
         vision_config: The ``CLIPVisionConfig``.
         card: The model-card metadata.
+        tokenizer: Its tokenizer, read when first used (a command that needs no head never reads it).
+        image_processor: Its image processor, read when first used (norms alone need none).
     """
 
     resolved: Any
     clip: Any
-    tokenizer: Any
-    image_processor: Any
     vision_config: Any
     card: dict = field(default_factory=dict)
     _shapes: dict | None = field(default=None, repr=False)
+    _tokenizer: Any = field(default=None, repr=False)
+    _image_processor: Any = field(default=None, repr=False)
+
+    @property
+    def tokenizer(self):
+        if self._tokenizer is None:
+            self._tokenizer = _load_tokenizer(self.resolved)
+        return self._tokenizer
+
+    @property
+    def image_processor(self):
+        if self._image_processor is None:
+            self._image_processor = _load_image_processor(self.resolved)
+        return self._image_processor
 
     @property
     def weights(self) -> Weights:
@@ -384,7 +396,7 @@ def load_base(reference: str, *, token: str | None = None) -> BaseModel:
     Raises:
         CheckpointError: when the reference is not a full CLIP model (heads need its text tower).
     """
-    from transformers import AutoTokenizer, CLIPImageProcessor, CLIPModel
+    from transformers import CLIPModel
 
     from .hub import read_card_metadata, require_safetensors, resolve_model
 
@@ -406,18 +418,31 @@ def load_base(reference: str, *, token: str | None = None) -> BaseModel:
                               f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
     clip.eval()
     check_finite(clip.vision_model.named_parameters(), f"the base model {reference!r}")
+    return BaseModel(resolved, clip, clip.vision_model.config, read_card_metadata(resolved))
+
+
+def _load_tokenizer(resolved):
+    """The base's tokenizer (for zero-shot heads), or a :class:`CheckpointError` saying what is missing."""
+    from transformers import AutoTokenizer
+
     try:
-        tokenizer = AutoTokenizer.from_pretrained(resolved.local_dir)
+        return AutoTokenizer.from_pretrained(resolved.local_dir)
     except (OSError, ValueError, TypeError) as e:
-        raise CheckpointError(f"base model {reference!r} has no usable tokenizer: {str(e).splitlines()[0]}",
+        raise CheckpointError(f"base model {resolved.reference!r} has no usable tokenizer: {str(e).splitlines()[0]}",
                               "the base repo must include tokenizer files (tokenizer.json or vocab.json+merges.txt)"
                               ) from None
+
+
+def _load_image_processor(resolved):
+    """The base's image processor (for any command that reads images), or a :class:`CheckpointError`."""
+    from transformers import CLIPImageProcessor
+
     try:
-        processor = CLIPImageProcessor.from_pretrained(resolved.local_dir)
+        return CLIPImageProcessor.from_pretrained(resolved.local_dir)
     except (OSError, ValueError) as e:
-        raise CheckpointError(f"base model {reference!r} has no image processor config: {str(e).splitlines()[0]}",
-                              "the base repo must include preprocessor_config.json") from None
-    return BaseModel(resolved, clip, tokenizer, processor, clip.vision_model.config, read_card_metadata(resolved))
+        raise CheckpointError(f"base model {resolved.reference!r} has no image processor config: "
+                              f"{str(e).splitlines()[0]}", "the base repo must include preprocessor_config.json "
+                              "(it is needed to read images; norms alone do without it)") from None
 
 
 def check_against_base(base: BaseModel, model: FinetunedModel) -> None:

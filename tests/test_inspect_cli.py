@@ -219,3 +219,19 @@ def test_config_file_may_give_the_positional(command, field, tmp_path):
 def test_console_script_runs():
     r = subprocess.run([sys.executable, "-m", "hfdistac.cli.main", "--version"], capture_output=True, text=True)
     assert r.returncode == 0 and r.stdout.startswith("hfdistac ")
+
+
+def test_norms_alone_need_no_image_processor_but_data_does(tiny, tmp_path, capsys):
+    """`inspect` of norms only reads weights: a base without preprocessor_config.json is fine; a command that
+    reads images says exactly what is missing."""
+    import shutil
+
+    base = tmp_path / "base"
+    shutil.copytree(tiny.base, base)
+    (base / "preprocessor_config.json").unlink()
+    code, out, err = run_cli(capsys, "inspect", tiny.ft_a, tiny.ft_b, tiny.ft_long, "--base", base, "--data", "none",
+                             "none", "none", "--no-progress")  # the cards name a dataset: norms only here
+    assert code == 0, err
+    assert "norm_mismatch" in out
+    code, _, err = run_cli(capsys, "evaluate", tiny.ft_a, "--base", base, "--data", tiny.data, "--no-progress")
+    assert code == 2 and "no image processor config" in err and "preprocessor_config.json" in err
