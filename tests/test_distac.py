@@ -544,6 +544,24 @@ def test_condition_streams_a_bounded_sample_of_a_hub_dataset(hub_env, tiny, tmp_
     assert hub["accuracy_after"] == local["accuracy_after"]
 
 
+def test_num_images_smaller_than_the_default_batch_fits_batch_and_buffer_to_it(hub_env, tiny, tmp_path):
+    """`--num-images 8` alone (no --batch-size, no --shuffle-buffer): the batch and the shuffle buffer default to
+    the sample's size instead of 128 and 1,000, so the run works and reads only the shards 8 rows need."""
+    from tests._fixtures_models import make_image_dataset
+
+    data = make_image_dataset(tmp_path / "data", n_train=96, n_test=8, train_shards=4)
+    hub_env.server.seed_repo("org/sharded-small", data, repo_type="dataset")
+    assert (ConditionConfig(model="m", num_images=1000).batch_size, ConditionConfig(model="m").shuffle_buffer) == \
+        (128, 1000)  # the defaults themselves where they fit
+    report = run_condition(ConditionConfig(model=str(tiny.ft_a), base=str(tiny.base), data="org/sharded-small",
+                                           num_images=8, steps=2, lr=1e-3, eval_split="none", preset="confidence",
+                                           output=str(tmp_path / "out"), progress=False))
+    saved = json.loads((tmp_path / "out" / "hfdistac_config.json").read_text())
+    assert (saved["batch_size"], saved["shuffle_buffer"], report["num_train_examples"]) == (8, 8, 8)
+    fetched = {r.path.split("/")[-1] for r in hub_env.server.requests_to(r"/train-\d+-of-00004\.parquet$", "GET")}
+    assert 1 <= len(fetched) < 4, fetched
+
+
 def _image_folder(data: Path, folder: Path, split: str = "train") -> Path:
     """The images of a split of a labeled dataset as a plain folder of PNG files (no labels anywhere)."""
     from hfdistac.data import DatasetSpec, load_image_data

@@ -5,6 +5,7 @@ No torch import here: the CLI builds its parser from this dataclass, and ``hfdis
 
 from __future__ import annotations
 
+import logging
 from dataclasses import asdict, dataclass, field
 
 from ..configs import check_fields
@@ -14,6 +15,10 @@ from ..errors import InputError
 PAPER_URL = "https://arxiv.org/abs/2508.01148"
 PRESET_CHOICES = ("norm", "confidence", "both", "auto")
 MIXED_PRECISION_CHOICES = ("no", "bf16", "fp16")
+DEFAULT_BATCH_SIZE = 128  # the paper's
+DEFAULT_SHUFFLE_BUFFER = 1000
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -68,8 +73,9 @@ class ConditionConfig:
         "AdamW weight decay (released code: 0; the paper's text implies the fine-tuning value 0.1)", ge=0, le=1))
     warmup_steps: int | None = field(default=None, metadata=_h(
         "linear warm-up steps of the cosine schedule (default: 200, or 40%% of --steps when that is smaller)", ge=0))
-    batch_size: int = field(default=128, metadata=_h(
-        "global batch size (images per optimiser step, all processes)", ge=1))
+    batch_size: int | None = field(default=None, metadata=_h(
+        "global batch size (images per optimiser step, all processes); default: the paper's 128, or --num-images "
+        "when that is smaller", ge=1))
     micro_batch_size: int | None = field(default=None, metadata=_h(
         "images per forward pass and process; gradient accumulation = batch size / (micro batch x processes) "
         "(default: no accumulation)", ge=1))
@@ -93,9 +99,10 @@ class ConditionConfig:
         "read the split as a stream and distil on the first N images of a seeded shuffle (--shuffle-buffer; "
         "only the shards needed are fetched); default for a Hub dataset: what the run reads, steps x "
         "batch size (at most the split); for local data: the whole split, memory-mapped", ge=1))
-    shuffle_buffer: int = field(default=1000, metadata=_h(
+    shuffle_buffer: int | None = field(default=None, metadata=_h(
         "with a streamed split: rows in the seeded shuffle buffer (the stream is read until the buffer is full "
-        "before the first image is drawn)", ge=1))
+        "before the first image is drawn, so it sets how many rows, and shards, are fetched at least); default: "
+        "1000, or --num-images when that is smaller", ge=1))
     eval_split: str = field(default="test", metadata=_h(
         "split for the before/after accuracy, entropy and ECE ('none' to skip evaluation)"))
     eval_limit: int | None = field(default=512, metadata=_h(
@@ -135,6 +142,7 @@ class ConditionConfig:
         if self.reference is not None and isinstance(self.reference, str):
             self.reference = [self.reference]
         check_fields(self)
+        self._fit_defaults_to_the_request()
         self._check_sources()
         self._check_kappa_rules()
         self._check_batches()
@@ -169,6 +177,18 @@ class ConditionConfig:
         if self.preset == "auto" and self.kappa is not None:
             raise InputError("--preset auto chooses κ itself; --kappa cannot be combined with it",
                              "give --target-norm or --reference (the other tasks' norms), or choose a preset")
+
+    def _fit_defaults_to_the_request(self) -> None:
+        """Defaults that fit ``--num-images``: a batch and a shuffle buffer no larger than the sample (64 images
+        with the paper's batch of 128 would fail; a 1,000-row buffer would fetch every shard for 64 images)."""
+        wanted = self.num_images
+        if self.batch_size is None:
+            self.batch_size = DEFAULT_BATCH_SIZE if wanted is None else min(DEFAULT_BATCH_SIZE, wanted)
+            if self.batch_size < DEFAULT_BATCH_SIZE:
+                logger.info("batch size %d: --num-images %d is smaller than the default batch of %d",
+                            self.batch_size, wanted, DEFAULT_BATCH_SIZE)
+        if self.shuffle_buffer is None:
+            self.shuffle_buffer = DEFAULT_SHUFFLE_BUFFER if wanted is None else min(DEFAULT_SHUFFLE_BUFFER, wanted)
 
     def _check_batches(self) -> None:
         if self.warmup_steps is not None and not self.warmup_steps <= self.steps:
