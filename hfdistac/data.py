@@ -186,8 +186,14 @@ def load_split(spec: DatasetSpec, split: str, *, streaming: bool | None = None):
                                      "check the id/path; with HF_HUB_OFFLINE=1 only cached or local data works"
                                      ) from None
     except ConnectionError as e:
+        from huggingface_hub import constants
+
+        hint = ("with HF_HUB_OFFLINE=1 only what an earlier run read is here: `evaluate` and `condition` keep the "
+                "rows they streamed (the same split and --limit / --num-images), so run the command once online, "
+                "or use a local copy of the dataset") if constants.HF_HUB_OFFLINE else \
+            "check your network, or use a local copy of the dataset"
         raise ReferenceNotFoundError(f"dataset {spec.reference!r} could not be reached ({str(e).splitlines()[0]})",
-                                     "check your network, or use a local copy of the dataset") from None
+                                     hint) from None
     if split in DERIVED_SPLITS:
         if local and streaming:  # the rows need the row count: choose them on the map-style copy
             return _derive(_load_local(Path(ref).expanduser(), stored, False), split).to_iterable_dataset()
@@ -556,17 +562,18 @@ def sample_stream(spec: DatasetSpec, split: str, num_images: int, directory: Pat
     import datasets
     from filelock import FileLock
 
-    stream = load_split(spec, split, streaming=True)
-    features = stream.features
-    if shuffle:
-        stream = stream.shuffle(seed=seed, buffer_size=buffer_size, max_buffer_input_shards=STREAM_SHARDS_AT_ONCE)
     key = json.dumps([spec.reference, spec.config, dataset_revision(spec) or _local_stamp(spec), split, num_images,
                       shuffle and [seed, buffer_size, STREAM_SHARDS_AT_ONCE]])
     folder = Path(directory) / hashlib.sha256(key.encode()).hexdigest()[:24]
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / "data.arrow"
     with FileLock(str(folder / ".lock")):
-        if not target.is_file():
+        if not target.is_file():  # the stream is opened only when the sample is not stored yet (offline: never)
+            stream = load_split(spec, split, streaming=True)
+            features = stream.features
+            if shuffle:
+                stream = stream.shuffle(seed=seed, buffer_size=buffer_size,
+                                        max_buffer_input_shards=STREAM_SHARDS_AT_ONCE)
             _write_arrow(stream.take(num_images).decode(False), features, folder, target, progress, spec, split)
     sample = datasets.Dataset.from_file(str(target))
     if len(sample) == 0:
@@ -617,8 +624,48 @@ def dataset_revision(spec: DatasetSpec) -> str | None:
             from .hub import resolve_dataset_revision
 
             _REVISIONS[(ref, rev)] = resolve_dataset_revision(ref, rev)
+            _remember_revision(ref, rev, _REVISIONS[(ref, rev)])
         except Exception as e:  # noqa: BLE001 - datasets itself then says what is wrong with the reference
-            logger.debug("could not resolve dataset revision of %s: %s", ref, e)
-            return None
+            known = _remembered_revision(ref, rev)
+            if known is None:
+                logger.debug("could not resolve dataset revision of %s: %s", ref, e)
+                return None
+            logger.info("dataset %s: the Hub cannot be reached; using commit %s, resolved on an earlier run", ref,
+                        known)
+            _REVISIONS[(ref, rev)] = known
         logger.info("dataset %s%s: commit %s", ref, f"@{rev}" if rev else "", _REVISIONS[(ref, rev)])
     return _REVISIONS[(ref, rev)]
+
+
+def _revisions_file() -> Path:
+    """Where the dataset commits resolved online are remembered, for offline runs (``$HF_HOME/hfdistac``)."""
+    from huggingface_hub import constants
+
+    return Path(constants.HF_HOME) / "hfdistac" / "dataset_revisions.json"
+
+
+def _remember_revision(ref: str, rev: str | None, sha: str) -> None:
+    import json
+
+    path = _revisions_file()
+    try:
+        known = json.loads(path.read_text()) if path.is_file() else {}
+        if not isinstance(known, dict):
+            known = {}
+        known[f"{ref}@{rev or ''}"] = sha
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(known, indent=1, sort_keys=True))
+        os.replace(tmp, path)
+    except (OSError, ValueError) as e:  # a cache: never fail the run for it (rebuilt on the next success)
+        logger.debug("could not remember the revision of %s: %s", ref, e)
+
+
+def _remembered_revision(ref: str, rev: str | None) -> str | None:
+    import json
+
+    try:
+        sha = json.loads(_revisions_file().read_text()).get(f"{ref}@{rev or ''}")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return sha if isinstance(sha, str) and len(sha) == 40 else None

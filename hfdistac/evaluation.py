@@ -254,7 +254,7 @@ def run_evaluate(config) -> dict:
 
     apply_thread_policy()  # the command line's thread default, once per process
     from .checkpoints import build_vision_model, check_against_base, load_base, load_finetuned
-    from .data import DatasetSpec, load_image_data
+    from .data import DatasetSpec, load_image_data, sample_stream
     from .errors import InputError
     from .heads import load_templates_file
     from .hub import card_datasets, infer_base, local_paths_note
@@ -271,8 +271,14 @@ def run_evaluate(config) -> dict:
                          "pass --data with a Hub dataset id or a local dataset path")
     base = load_base(base_ref)
     check_against_base(base, ft)
-    data = load_image_data(DatasetSpec(data_ref, config.dataset_config, config.image_column, config.label_column),
-                           config.split)
+    spec = DatasetSpec(data_ref, config.dataset_config, config.image_column, config.label_column)
+    if not spec.is_local and config.limit:
+        # the rows a Hub dataset's stream gives for evaluation are stored once (first --limit rows, at the pinned
+        # commit) and read from there on: the same command then works offline (HF_HUB_OFFLINE=1)
+        data = sample_stream(spec, config.split, config.limit, default_cache_dir() / "streams", shuffle=False,
+                             progress=config.progress)
+    else:
+        data = load_image_data(spec, config.split)
     templates = load_templates_file(config.templates) if config.templates else None
     head = head_for_task(base, data, templates=templates)
     model = build_vision_model(ft.config, ft.weights)

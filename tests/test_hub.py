@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import shutil
@@ -442,3 +443,37 @@ def test_loopback_hub_reads_visibility_and_private():
 
     assert _is_private({"visibility": "private"}, False) and not _is_private({"visibility": "public"}, True)
     assert _is_private({"private": True}, False) and not _is_private({}, False)
+
+
+def test_a_streamed_evaluation_works_offline_afterwards(hub_env, models, tmp_path, capsys, caplog):
+    """`evaluate` of a Hub dataset keeps the rows it streamed (the first --limit, at the pinned commit): the same
+    command then runs with HF_HUB_OFFLINE=1 and gives the same numbers; a split never read says what is missing.
+    The base's 'cannot reach the Hub' message is said once, not once per read."""
+    from hfdistac import data as data_module
+    from hfdistac.cli.main import main
+
+    server = hub_env.server
+    server.seed_repo("org/eval-base", models.base)
+    repo = tmp_path / "ft"
+    shutil.copytree(models.ft, repo)
+    (repo / "README.md").write_text("---\nbase_model: org/eval-base\ndatasets:\n- org/eval-data\n---\n# ft\n")
+    server.seed_repo("org/eval-ft", repo)
+    server.seed_repo("org/eval-data", models.data, repo_type="dataset")
+    argv = ["evaluate", "org/eval-ft", "--limit", "4", "--json", str(tmp_path / "online.json"), "--no-progress"]
+    assert main(argv) == 0, capsys.readouterr().err
+    online = json.loads((tmp_path / "online.json").read_text())
+    hub_env.set_offline(True)
+    data_module._REVISIONS.clear()  # as a new process would start
+    server.clear()
+    argv[argv.index(str(tmp_path / "online.json"))] = str(tmp_path / "offline.json")
+    with caplog.at_level(logging.WARNING):
+        code = main(argv)
+    err = capsys.readouterr().err
+    assert code == 0, err
+    offline = json.loads((tmp_path / "offline.json").read_text())
+    assert {k: offline[k] for k in ("accuracy", "entropy", "n")} == {k: online[k] for k in ("accuracy", "entropy", "n")}
+    assert not server.requests_to(r".")  # nothing asked of the Hub
+    assert sum("eval-base" in line for line in (err + caplog.text).splitlines()) <= 1
+    code = main(["evaluate", "org/eval-ft", "--split", "train", "--limit", "4", "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and "HF_HUB_OFFLINE" in err and "online" in err, err
