@@ -37,7 +37,10 @@ logger = logging.getLogger(__name__)
 VALIDATION_FRACTION = 0.1
 VALIDATION_MAX = 5000
 VALIDATION_SEED = 0
-DERIVED_SPLITS = ("validation", "train-val")
+#: Splits made from ``train`` by :func:`validation_rows`: ``validation-from-train`` (the seeded 10 %) and ``train-val``
+#: (the rest). ``validation`` is the dataset's stored validation split when it has one, else ``validation-from-train``.
+DERIVED_SPLITS = ("validation-from-train", "train-val")
+VALIDATION = "validation"
 
 
 @dataclass(frozen=True)
@@ -166,7 +169,15 @@ def load_split(spec: DatasetSpec, split: str, *, streaming: bool | None = None):
                                      "pass an existing local dataset directory or a Hub dataset id like user/name")
     if streaming is None:
         streaming = not local
-    stored = "train" if split in DERIVED_SPLITS else split
+    if split == VALIDATION:  # the stored one when there is one; else derived from train, as METHOD.md's rule
+        try:
+            return load_split(spec, "validation-stored", streaming=streaming)
+        except DataError as e:
+            if "has no split" not in e.message:
+                raise
+            logger.info("%s stores no validation split: using the seeded 10 %% of train", spec.reference)
+            split = "validation-from-train"
+    stored = "train" if split in DERIVED_SPLITS else VALIDATION if split == "validation-stored" else split
     try:
         if local:
             ds = _load_local(Path(ref).expanduser(), stored, streaming)
@@ -218,21 +229,31 @@ def _derive(train, split: str, num_rows: int | None = None):
     import datasets
 
     n = len(train) if isinstance(train, datasets.Dataset) else num_rows
-    if n is None:
-        raise DataError("the number of rows of the streamed train split is unknown, so its validation rows "
-                        "cannot be chosen", "read the dataset without streaming, or use a copy stored as parquet")
+    if n is None:  # a stream that declares no size (e.g. webdataset tar shards): count it once
+        n = _count_rows(train)
     val = validation_rows(n)
     if isinstance(train, datasets.Dataset):
-        if split == "validation":
+        if split == "validation-from-train":
             return train.select(val)
         chosen = set(val)
         return train.select([i for i in range(n) if i not in chosen])
     chosen = frozenset(val)
 
     def keep(_, idx):
-        return (idx in chosen) == (split == "validation")
+        return (idx in chosen) == (split == "validation-from-train")
 
     return train.filter(keep, with_indices=True)
+
+
+def _count_rows(stream) -> int:
+    """Rows of a stream whose size nothing declares, counted by reading it once (without decoding images)."""
+    logger.warning("the streamed train split declares no size: reading it once to count its rows, to choose its "
+                   "validation rows")
+    try:
+        return sum(1 for _ in stream.decode(False))
+    except Exception as e:  # noqa: BLE001 - what the stream raises when it breaks off
+        raise DataError(f"the number of rows of the streamed train split is unknown and counting them failed ({e})",
+                        "read the dataset without streaming, or use a copy stored as parquet") from None
 
 
 def _stream_rows(ref: str, config: str | None, revision: str | None, split: str) -> int | None:
@@ -262,7 +283,8 @@ def _stream_rows(ref: str, config: str | None, revision: str | None, split: str)
 
 def detect_columns(features, image_column: str | None = None, label_column: str | None = None
                    ) -> tuple[str, str | None]:
-    """Find the image column (first ``Image`` feature) and label column (first ``ClassLabel``).
+    """Find the image column (first ``Image`` feature) and label column (first ``ClassLabel``, else a column
+    named ``label``/``labels`` of integers or booleans: False/True are classes 0/1, as FusionBench reads them).
 
     Raises:
         DataError: when there is no image column (or a given column does not exist).
@@ -280,6 +302,9 @@ def detect_columns(features, image_column: str | None = None, label_column: str 
         raise DataError(f"the dataset has no image column (columns: {names})",
                         "hfdistac needs an Image feature; pass --image-column if it is stored under another type")
     lab = label_column or next((k for k, f in features.items() if isinstance(f, datasets.ClassLabel)), None)
+    if lab is None:  # no ClassLabel: a column named label(s) holding integers or booleans (PatchCamelyon: bool)
+        lab = next((k for k in ("label", "labels") if k in features and isinstance(features[k], datasets.Value)
+                    and (features[k].dtype == "bool" or "int" in features[k].dtype)), None)
     return img, lab
 
 

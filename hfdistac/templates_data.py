@@ -144,10 +144,19 @@ def templates_for(dataset_ref: str) -> list[str]:
     return list(TASK_TEMPLATES.get(task_key(dataset_ref), GENERIC_TEMPLATES))
 
 
+#: Tasks whose class names keep their underscores: FusionBench's heads for them do (``fusion_bench.tasks.
+#: clip_classification``: cifar100's 9 names such as ``aquarium_fish``, oxford-iiit-pet's 19 such as
+#: ``american_bulldog``), and hfdistac's heads for the shipped FusionBench recipes equal FusionBench's.
+KEEP_UNDERSCORES = frozenset({"cifar100", "oxfordiiitpet"})
+
+
 def fix_class_names(dataset_ref: str, names: list[str]) -> list[str]:
-    """Readable class names for known tasks; underscores become spaces for all."""
+    """Readable class names for known tasks (GTSRB's, EuroSAT's); underscores become spaces, except for the
+    tasks of :data:`KEEP_UNDERSCORES`, whose names stay as FusionBench writes them."""
     key = task_key(dataset_ref)
     if key == "gtsrb" and len(names) == len(GTSRB_CLASSNAMES):
         return list(GTSRB_CLASSNAMES)
     fixes = CLASSNAME_FIXES.get(key, {})
+    if key in KEEP_UNDERSCORES:
+        return [fixes.get(n, n) for n in names]
     return [fixes.get(n, n.replace("_", " ")) for n in names]
