@@ -26,7 +26,8 @@ def main() -> None:
     import torch
 
     from hfdistac.demo import DemoConfig
-    from hfdistac.demo.jobs import merge_scenario, write_recipe
+    from hfdistac.demo.jobs import merge_scenario
+    from hfdistac.pipeline.chain import write_recipe
     from hfdistac.recipe import load_recipe
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])

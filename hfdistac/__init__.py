@@ -18,6 +18,7 @@ __version__ = "0.1.0"
 
 #: command → (config class, run function), each ``name: module``.
 _EXPORTS = {
+    "RunConfig": "hfdistac.pipeline.config", "run_pipeline": "hfdistac.pipeline.run",
     "InspectConfig": "hfdistac.configs", "run_inspect": "hfdistac.diagnosis",
     "EvaluateConfig": "hfdistac.configs", "run_evaluate": "hfdistac.evaluation",
     "ConditionConfig": "hfdistac.conditioning.config", "run_condition": "hfdistac.conditioning.loop",

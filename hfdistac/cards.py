@@ -197,3 +197,11 @@ def retarget_card(text: str, repo_id: str, *, folder_name: str | None = None, su
     if folder_name is not None:  # the folder pushed is the repo's root: no subfolder of its own
         out = re.sub(r', subfolder="' + re.escape(folder_name) + r'"', "", out)
     return out
+
+
+def markdown_cell(text: object) -> str:
+    """Text from a recipe, a card or a dataset made safe inside a Markdown table cell or line of a card: no HTML
+    (``<``, ``>``, ``&`` become entities), no column break (``|``), no code fence or span (backticks), one line."""
+    out = str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    out = out.replace("|", "\\|").replace("`", "\\`")
+    return " ".join(out.split())

@@ -142,7 +142,7 @@ def test_every_command_is_one_config_and_one_run_function_importable_from_hfdist
     exported = {name: getattr(hfdistac, name) for name in hfdistac.__all__}
     for cmd in _commands():
         assert cmd.config_cls in exported.values(), f"{cmd.name}: {cmd.config_cls.__name__} is not in hfdistac"
-        run_name = "run_" + cmd.name.replace("-", "_")
+        run_name = {"run": "run_pipeline"}.get(cmd.name, "run_" + cmd.name.replace("-", "_"))
         assert callable(exported.get(run_name)), f"{cmd.name}: no hfdistac.{run_name}"
     code = "import sys, hfdistac\nprint('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

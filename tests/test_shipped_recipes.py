@@ -9,7 +9,6 @@ import json
 from pathlib import Path
 
 import pytest
-import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 RECORDED = json.loads((REPO / "tests" / "data" / "shipped_datasets.json").read_text())

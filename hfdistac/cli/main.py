@@ -58,7 +58,7 @@ def _cmd_evaluate(cfg) -> int:
 
 
 # Command modules living beside this one, each exposing ``COMMAND: Command``, in --help order.
-COMMAND_MODULES = ("cmd_condition", "cmd_merge", "cmd_card", "cmd_push", "cmd_example_suite", "cmd_demo")
+COMMAND_MODULES = ("cmd_run", "cmd_condition", "cmd_merge", "cmd_card", "cmd_push", "cmd_example_suite", "cmd_demo")
 
 
 def _commands() -> list[Command]:

@@ -1,8 +1,9 @@
 """The demo's steps, as jobs that worker processes share: diagnose, condition, merge.
 
-Every step writes its own output directory and is skipped when that directory already holds its
-``report.json`` (unless ``--overwrite``), so the demo resumes after an interruption and assembles its tables by
-calling the same functions again, which then only read. A job is a JSON dict (``{"kind": ..., "after": [job
+The steps are the chain of ``hfdistac run`` (:mod:`hfdistac.pipeline.chain`) at the demo's settings. Every step
+writes its own output directory and is skipped when that directory already holds its ``report.json`` made from
+the same inputs and settings (unless ``--overwrite``), so the demo resumes after an interruption and assembles its
+tables by calling the same functions again, which then only read. A job is a JSON dict (``{"kind": ..., "after": [job
 indices it needs done first], ...}``); :func:`run_queue` runs the jobs of one demo in any number of processes,
 each taking the next job that is ready and nobody has claimed (a claim is a file created exclusively, so two
 processes never take the same job). Each job runs at one torch thread (:func:`hfdistac.runtime.torch_state`):
@@ -18,82 +19,24 @@ import time
 from pathlib import Path
 from typing import Any
 
-import yaml
+from ..pipeline import chain
+from ..pipeline.chain import flagged, recipe_with
 
 logger = logging.getLogger(__name__)
 
 JOBS_FILE = "jobs.json"
 
 
-def write_recipe(recipe_path: Path, replacements: dict[str, str], out: Path, name: str, description: str,
-                 keep_normalizer: bool) -> Path:
-    """A copy of a recipe with some tasks' models replaced (by absolute paths).
-
-    ``keep_normalizer``: the replaced task keeps its former model as normaliser (a "+ DisTaC" scenario is
-    normalised by the models it conditioned); otherwise the new model is its own normaliser (the scenario's
-    own source models, as in the paper).
-    """
-    from ..recipe import load_recipe
-
-    recipe = load_recipe(recipe_path)
-    d = recipe.to_dict()
-    for t in d["tasks"]:
-        if t["name"] in replacements:
-            if keep_normalizer:
-                t.setdefault("normalizer", t["model"])
-            else:
-                t.pop("normalizer", None)
-            new = Path(replacements[t["name"]])
-            t["model"] = str(new.resolve()) if new.exists() else str(new)  # usable from any directory
-    d["name"] = name
-    d["description"] = description
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    tmp.write_text(yaml.safe_dump(d, sort_keys=False))
-    tmp.replace(out)
-    return out
-
-
-def recipe_with(recipe_path: Path, replacements: dict[str, str], out: Path, name: str) -> Path:
-    """A recipe's conditioned copy: replaced tasks keep their former model as normaliser."""
-    from ..recipe import load_recipe
-
-    desc = f"{load_recipe(recipe_path).description} (conditioned with DisTaC)".strip()
-    return write_recipe(recipe_path, replacements, out, name, desc, keep_normalizer=True)
-
-
-def _reuse_or_run(out: Path, config, run) -> dict:
-    """The step's ``report.json`` in ``out`` when it is there (and ``--overwrite`` was not given), else ``run()``."""
-    if (out / "report.json").is_file() and not config.overwrite:
-        return json.loads((out / "report.json").read_text())
-    return run()
-
-
 def diagnose(recipe: Path, out: Path, config) -> dict:
-    """``hfdistac inspect`` of a recipe (its report, read back when it exists)."""
-    from ..configs import InspectConfig
-    from ..diagnosis import run_inspect
-
-    return _reuse_or_run(out, config, lambda: run_inspect(InspectConfig(
-        models=[str(recipe)], output=str(out), overwrite=True, progress=config.progress, limit=256)).to_dict())
-
-
-def flagged(diagnosis: dict, flag: str, root: Path) -> dict[str, tuple[dict, Path]]:
-    """The models ``inspect`` flagged with ``flag``: task name → (its diagnosis entry, where DisTaC writes it)."""
-    return {m["name"]: (m, root / "conditioned" / Path(m["reference"]).name)
-            for m in diagnosis["models"] if flag in m["flags"]}
+    """``hfdistac inspect`` of a recipe (:func:`hfdistac.pipeline.chain.diagnose`)."""
+    return chain.diagnose(recipe, out, progress=config.progress, overwrite=config.overwrite)
 
 
 def condition(model: dict, base: str, kind: str, out: Path, config) -> None:
-    """DisTaC on one flagged model as ``inspect`` recommends (skipped when ``out`` holds its report)."""
-    from ..conditioning import ConditionConfig, run_condition
-
-    rec = model["recommendation"]
-    _reuse_or_run(out, config, lambda: run_condition(ConditionConfig(
-        model=model["reference"], base=base, data=model.get("dataset"), preset=kind,
-        target_norm=rec.get("target_norm") if kind == "norm" else None, steps=config.condition_steps,
-        batch_size=config.condition_batch_size, lr=config.condition_lr, output=str(out), overwrite=True,
-        progress=config.progress, eval_limit=256)))
+    """DisTaC on one flagged model as ``inspect`` recommends, at the demo's settings."""
+    chain.condition(model, base, kind, out, {"steps": config.condition_steps, "batch_size": config.condition_batch_size,
+                                             "lr": config.condition_lr, "eval_limit": 256},
+                    progress=config.progress, overwrite=config.overwrite)
 
 
 def conditioned_report(name: str, out: Path, scenario: str) -> dict:
@@ -106,28 +49,15 @@ def conditioned_report(name: str, out: Path, scenario: str) -> dict:
 
 def merge_scenario(recipe: Path, out: Path, methods: list[str], density: float, config) -> dict:
     """Merge one scenario with every method; its table column (methods + zero-shot + individual)."""
-    from ..merge_eval import MergeConfig, run_merge
-
-    report = _reuse_or_run(out, config, lambda: run_merge(MergeConfig(
-        recipe=str(recipe), method=",".join(methods), density=density, calibrate=True, output=str(out),
-        overwrite=True, progress=config.progress, val_limit=0, test_limit=0)))
-    column = {r["method"]: {"mean_accuracy": r["mean_accuracy"],
-                            "mean_normalized_accuracy": r["mean_normalized_accuracy"], "alpha": r["alpha"],
-                            "mean_ece_before": r.get("mean_ece_before"), "mean_ece_after": r.get("mean_ece_after")}
-              for r in report["results"] if r["method"] in methods}
-    column["zero-shot"] = {"mean_accuracy": report["zero_shot"]["mean_accuracy"],
-                           "mean_normalized_accuracy": report["zero_shot"]["mean_normalized_accuracy"]}
-    column["individual"] = {"mean_accuracy": report["individual"]["mean_accuracy"], "mean_normalized_accuracy": 100.0}
-    return column
+    report = chain.merge(recipe, out, methods, {"density": density, "calibrate": True, "val_limit": 0,
+                                                "test_limit": 0}, progress=config.progress, overwrite=config.overwrite)
+    return chain.scenario_column(report, methods)
 
 
 def sweep_merge(recipe: Path, out: Path, config) -> dict:
     """The κ sweep's task-arithmetic merge of one rescaled recipe (its report, read back when it exists)."""
-    from ..merge_eval import MergeConfig, run_merge
-
-    return _reuse_or_run(out, config, lambda: run_merge(MergeConfig(
-        recipe=str(recipe), method="task_arithmetic", output=str(out), overwrite=True, progress=False,
-        val_limit=0, test_limit=0)))
+    return chain.merge(recipe, out, ["task_arithmetic"], {"val_limit": 0, "test_limit": 0}, progress=False,
+                       overwrite=config.overwrite)
 
 
 def norm_mismatch_paths(root: Path, task: str) -> dict[str, Path]:

@@ -36,19 +36,17 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
+from ..pipeline.chain import flagged, recipe_with, write_recipe
 from .config import DemoConfig
 from .jobs import (
     JOBS_FILE,
     conditioned_report,
     diagnose,
     done_path,
-    flagged,
     merge_scenario,
     norm_mismatch_paths,
-    recipe_with,
     run_queue,
     sweep_merge,
-    write_recipe,
 )
 from .paper import PAPER_TABLE1, paper_equivalent_density, table1_markdown
 
