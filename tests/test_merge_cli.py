@@ -252,3 +252,39 @@ def test_recipe_val_split_chooses_alpha_and_methods_may_be_listed(tiny, tmp_path
         assert chosen["mean_normalized_accuracy"] == pytest.approx(r["mean_normalized_accuracy"], abs=1e-6)
     code, _, err = run_cli(capsys, "merge", recipe, "--method", "ties,nope")
     assert code == 2 and "'ties,nope'" in err and "separated by commas" in err
+
+
+def test_coarse_to_fine_searches_every_other_value_then_the_neighbours_of_the_best():
+    """On the default 21-value grid: 11 coarse values (ends included) and the two neighbours of the best, 13
+    evaluations; the same α as the full grid on a single-peaked curve (checked against a plain argmax written
+    here, ties to the smaller α), and a curve whose peak falls between coarse points and is missed shows why the
+    default stays the full grid unless the demo's merges agree."""
+    from hfdistac.merge_eval.config import DEFAULT_ALPHA_GRID
+    from hfdistac.merge_eval.selection import coarse_to_fine
+
+    def full_choice(f):
+        best = max(DEFAULT_ALPHA_GRID, key=lambda a: (round(f(a), 9), -a))
+        return best
+
+    for peak in (0.0, 0.15, 0.3, 0.35, 0.55, 0.8, 1.0):
+        f = lambda a, p=peak: 80 - 50 * (a - p) ** 2  # noqa: E731
+        seen = []
+        curve = coarse_to_fine(DEFAULT_ALPHA_GRID, lambda a, f=f: seen.append(a) or
+                               {"alpha": a, "mean_normalized_accuracy": f(a), "mean_accuracy": 0.0})
+        assert len(seen) == len(set(seen)) <= 13
+        assert max(curve, key=lambda c: (round(c["mean_normalized_accuracy"], 9), -c["alpha"]))["alpha"] == \
+            full_choice(f)
+    spike = lambda a: 90.0 if a == 0.45 else 50.0 + a  # noqa: E731 - a narrow peak between coarse points 0.4 and 0.5
+    curve = coarse_to_fine(DEFAULT_ALPHA_GRID, lambda a: {"alpha": a, "mean_normalized_accuracy": spike(a),
+                                                           "mean_accuracy": 0.0})
+    assert max(curve, key=lambda c: c["mean_normalized_accuracy"])["alpha"] != full_choice(spike) == 0.45
+
+
+def test_merge_reports_the_search_and_an_alpha_at_the_edge(tiny, tmp_path, capsys):
+    recipe = write_recipe(tmp_path / "r.yaml", tiny)
+    code, _, err = run_cli(capsys, "merge", recipe, "--method", "task_arithmetic", "--alpha-search", "coarse-to-fine",
+                           "--output", tmp_path / "out", "--no-progress", "--val-limit", "8", "--test-limit", "8")
+    assert code == 0, err
+    res = json.loads((tmp_path / "out" / "report.json").read_text())["results"][0]
+    assert res["alpha_search"] == "coarse-to-fine" and res["alpha_evaluations"] == len(res["alpha_curve"]) <= 13
+    assert res["alpha_at_edge"] == (res["alpha"] == 1.0)

@@ -103,7 +103,8 @@ def _merge_and_evaluate(config: MergeConfig, recipe, base, device, scratch: Path
             tau, res, learned = merge_with(name, tvs, config, merged, base, train_data, scratch)  # 3
             res.update(select_alpha(tau, uses_alpha=MERGE_METHODS[name].uses_alpha, fixed=config.alpha,  # 4
                                     grid=config.alpha_grid, merged=merged, normalizers=normalizers["validation"],
-                                    label=f"{name}: alpha search", progress=config.progress))
+                                    label=f"{name}: alpha search", progress=config.progress,
+                                    search=config.alpha_search))
             merged.set_weights(tau, res["alpha"])
             del tau  # the tower holds θ₀ + α·τ now: no second copy while it is evaluated and written
             if not config.weights_only:

@@ -44,6 +44,8 @@ def forward_passes(config: MergeConfig, methods: Sequence[str], tasks) -> int | 
     n_val, n_test = sum(val), sum(test)
     total = n_test + n_val + n_test  # zero-shot on test; each individual model on its validation and test split
     grid = len(config.alpha_grid or DEFAULT_ALPHA_GRID)
+    if config.alpha_search == "coarse-to-fine":  # every other value, the ends, two neighbours of the best
+        grid = min(grid, (grid + 1) // 2 + 1 + 2)
     for name in methods:
         method = MERGE_METHODS[name]
         if method.uses_alpha and config.alpha is None:
