@@ -25,7 +25,7 @@ def replay(report: dict) -> list[dict]:
         curve = {c["alpha"]: c for c in r.get("alpha_curve") or []}
         if r.get("alpha_search", "grid") != "grid" or len(curve) < 3 or len(curve) != len(r.get("alpha_grid", [])):
             continue
-        searched = coarse_to_fine(r["alpha_grid"], lambda a: curve[a])
+        searched = coarse_to_fine(r["alpha_grid"], curve.__getitem__)
         rows.append({"method": r["method"], "full": best_point(list(curve.values()))["alpha"], "recorded": r["alpha"],
                      "coarse_to_fine": best_point(searched)["alpha"], "evaluations": (len(curve), len(searched))})
     return rows
