@@ -25,7 +25,7 @@ _EXPORTS = {
     "MergeConfig": "hfdistac.merge_eval.config", "run_merge": "hfdistac.merge_eval.pipeline",
     "CardConfig": "hfdistac.readiness", "run_card": "hfdistac.readiness",
     "PushConfig": "hfdistac.configs", "run_push": "hfdistac.publish",
-    "ExampleSuiteConfig": "hfdistac.example_suite.config", "run_example_suite": "hfdistac.example_suite.build",
+    "ExampleSuiteConfig": "hfdistac.example_suite.config", "run_example_suite": "hfdistac.example_suite.command",
     "DemoConfig": "hfdistac.demo.config", "run_demo": "hfdistac.demo.run",
     "set_threads": "hfdistac.runtime",
 }

@@ -78,7 +78,7 @@ def render_card(template_name: str, context: Mapping[str, Any]) -> str:
 # ------------------------------------------------------------------------------------------ card metadata
 def is_hub_id(ref: str | None) -> bool:
     """Whether a reference is a Hub repo id (``owner/name[@revision]``); local paths never go into cards."""
-    from .hub import is_local_reference
+    from .references import is_local_reference
 
     return bool(ref) and not is_local_reference(ref) and ref.split("@")[0].count("/") == 1
 
@@ -134,7 +134,7 @@ def public_command(command: str) -> str:
     """A command line as a card shows it: every argument that is a local path by its folder name only
     (:func:`public_name`), options and Hub ids as they are. The one rule for every card: a card is published,
     and a path on the machine that wrote it means nothing to its readers."""
-    from .hub import is_local_reference
+    from .references import is_local_reference
 
     def public(token: str) -> str:
         path_like = not token.startswith("-") and ("/" in token or token.startswith((".", "~")))

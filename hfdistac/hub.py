@@ -47,20 +47,7 @@ _WRITE_HINT = ("log in with `hf auth login` or set HF_TOKEN to a token with writ
 
 
 # --------------------------------------------------------------------------------------------- references
-def is_local_reference(ref: str) -> bool:
-    """Whether ``ref`` names a local path rather than a Hub repo.
-
-    A reference is local when it exists on disk or starts with ``.``, ``/`` or ``~`` (a repo id never does), so a
-    local directory is never parsed as a repo id and a mistyped local path is reported as a missing directory.
-
-    Args:
-        ref: A model or dataset reference.
-
-    Returns:
-        ``True`` for a local path.
-    """
-    ref = str(ref)
-    return ref.startswith((".", "/", "~")) or os.path.isabs(ref) or Path(ref).expanduser().exists()
+from .references import is_local_reference  # noqa: E402 - re-exported: hfdistac.hub.is_local_reference
 
 
 def parse_reference(ref: str) -> tuple[str, str | None]:

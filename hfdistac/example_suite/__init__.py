@@ -131,7 +131,7 @@ import importlib
 
 # Re-exported lazily (PEP 562): the CLI imports :mod:`.config` to build its parser without importing torch.
 _EXPORTS = {"SuiteConfig": "config", "ExampleSuiteConfig": "config", "SuitePlan": "config", "SuiteSummary": "build",
-            "build_example_suite": "build", "run_example_suite": "build", "format_table": "build", "suite_status": "build",
+            "build_example_suite": "build", "run_example_suite": "command", "format_table": "build", "suite_status": "build",
             "ATTRIBUTES": "synthetic", "TASK_NAMES": "synthetic"}
 
 

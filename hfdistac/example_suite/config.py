@@ -5,12 +5,14 @@ No torch import: the CLI builds its parser from :class:`SuiteConfig`.
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, field
 
 from ..errors import InputError
 from .synthetic import TASK_DOMAIN, TASK_NAMES, Domain
 
 MIN_TASKS = 2
+PUSH_PREFIX = "hfdistac-suite"  # the suite's repos on a Hub: NAMESPACE/hfdistac-suite-base, ...
 
 
 @dataclass
@@ -47,6 +49,16 @@ class SuiteConfig:
         return self.mismatch_task or self.task_names[0]
 
 
+def check_namespace(namespace: str) -> str:
+    """A Hub user or organisation name (``--push-to``), or an :class:`InputError` saying what is allowed."""
+    if not isinstance(namespace, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,95}", namespace) \
+            or ".." in namespace:
+        raise InputError(f"--push-to {namespace!r} is not a Hub user or organisation name",
+                         "give the namespace only (e.g. --push-to my-user): the suite's repos are named "
+                         f"NAMESPACE/{PUSH_PREFIX}-base, NAMESPACE/{PUSH_PREFIX}-<task>, ...")
+    return namespace
+
+
 @dataclass
 class ExampleSuiteConfig(SuiteConfig):
     """``hfdistac example-suite DIR``: the suite's settings plus where to write it."""
@@ -69,8 +81,6 @@ class ExampleSuiteConfig(SuiteConfig):
         if self.workers is not None and self.workers < 1:
             raise InputError(f"--workers must be at least 1, got {self.workers}", "omit it to use every CPU core")
         if self.push_to is not None:
-            from .publish import check_namespace
-
             check_namespace(self.push_to)
 
     def to_dict(self) -> dict:

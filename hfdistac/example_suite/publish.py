@@ -16,7 +16,6 @@ Each repo is one commit (:func:`hfdistac.hub.push_folder`); the local suite's ow
 from __future__ import annotations
 
 import logging
-import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -24,21 +23,12 @@ from pathlib import Path
 import yaml
 
 from ..errors import InputError
+from .config import PUSH_PREFIX as PREFIX
+from .config import check_namespace
 
 logger = logging.getLogger(__name__)
 
-PREFIX = "hfdistac-suite"
 _VARIANT_SUFFIXES = ("-highlr", "-ls")
-
-
-def check_namespace(namespace: str) -> str:
-    """A Hub user or organisation name (``--push-to``), or an :class:`InputError` saying what is allowed."""
-    if not isinstance(namespace, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,95}", namespace) \
-            or ".." in namespace:
-        raise InputError(f"--push-to {namespace!r} is not a Hub user or organisation name",
-                         "give the namespace only (e.g. --push-to my-user): the suite's repos are named "
-                         f"NAMESPACE/{PREFIX}-base, NAMESPACE/{PREFIX}-<task>, ...")
-    return namespace
 
 
 def repo_ids(namespace: str, task_names: list[str]) -> dict[str, str]:
