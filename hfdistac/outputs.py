@@ -108,21 +108,82 @@ def check_writable(path: str | Path, what: str = "output") -> None:
         raise os_error(folder, e, f"write the {what} {str(path)!r} into") from None
 
 
+#: Files that only an hfdistac output holds at its top: ``--overwrite`` replaces a folder with one of them only.
+OUTPUT_SIGNATURES = ("hfdistac_config.json", "hfdistac/merge_readiness.json")
+#: Written into folders hfdistac makes for itself (checkpoints): only a folder holding it is ever removed.
+OWNED_MARKER = ".hfdistac-owned"
+
+
+def is_hfdistac_output(path: str | Path) -> bool:
+    """Whether ``path`` is a directory an hfdistac command wrote (one of :data:`OUTPUT_SIGNATURES` at its top)."""
+    p = Path(path).expanduser()
+    return p.is_dir() and any((p / name).is_file() for name in OUTPUT_SIGNATURES)
+
+
 def check_destination(path: str | Path, overwrite: bool) -> Path:
     """Fail early (before any work) when the destination exists and may not be replaced, or cannot be written.
 
+    ``overwrite`` replaces an earlier hfdistac output, never a folder of the user's (:func:`is_hfdistac_output`).
+
     Raises:
-        InputError: it exists (without ``overwrite``) or is not a directory.
+        InputError: it exists (without ``overwrite``), is not a directory, or is not an hfdistac output.
         OutputError: its folder is not writable.
     """
     p = Path(path).expanduser()
-    if p.exists() and not overwrite:
-        if not (p.is_dir() and not any(p.iterdir())):
-            raise InputError(f"output {str(p)!r} already exists", "choose another --output or pass --overwrite")
+    exists_with_files = p.exists() and not (p.is_dir() and not any(p.iterdir()))
+    if exists_with_files and not overwrite:
+        raise InputError(f"output {str(p)!r} already exists", "choose another --output or pass --overwrite")
     if p.exists() and not p.is_dir():
         raise InputError(f"output {str(p)!r} exists and is not a directory")
+    if exists_with_files and not is_hfdistac_output(p):
+        raise InputError(f"output {str(p)!r} holds files hfdistac did not write: --overwrite only replaces an earlier "
+                         "hfdistac output", "choose a new or empty --output (nothing of yours is ever deleted)")
     check_writable(p)
     return p
+
+
+def check_not_an_input(path: str | Path, inputs, what: str = "--output") -> None:
+    """Refuse a destination that is, holds or lies inside one of the run's inputs (models, base, data, recipe): a
+    replaced or removed output must never take an input with it.
+
+    Raises:
+        InputError: naming the input.
+    """
+    target = Path(path).expanduser().resolve()
+    for ref in inputs:
+        if not ref:
+            continue
+        src = Path(str(ref).split("@")[0]).expanduser()
+        if not src.exists():
+            continue
+        src = src.resolve()
+        if src == target or target in src.parents or src in target.parents:
+            raise InputError(f"{what} {str(path)!r} {'is' if src == target else 'overlaps'} an input of the run "
+                             f"({str(ref)!r})", f"choose a {what} outside the run's models, datasets and recipe")
+
+
+def claim_owned_dir(path: Path, what: str) -> Path:
+    """Create ``path`` (or adopt it when empty or already hfdistac's) and mark it as hfdistac's.
+
+    Raises:
+        InputError: it holds files hfdistac did not write.
+    """
+    if path.exists() and (not path.is_dir() or (any(path.iterdir()) and not (path / OWNED_MARKER).is_file())):
+        raise InputError(f"{what} {str(path)!r} holds files hfdistac did not write",
+                         f"choose a new or empty {what}: hfdistac removes it when done")
+    path.mkdir(parents=True, exist_ok=True)
+    (path / OWNED_MARKER).write_text("made by hfdistac; removed by it when no longer needed\n")
+    return path
+
+
+def remove_owned_dir(path: Path) -> bool:
+    """Remove ``path`` only when hfdistac made it (:func:`claim_owned_dir`); returns whether it did."""
+    if not (path / OWNED_MARKER).is_file():
+        if path.exists():
+            logger.warning("left %s in place: hfdistac did not make it", path)
+        return False
+    shutil.rmtree(path, ignore_errors=True)
+    return True
 
 
 def pid_alive(pid: int) -> bool:

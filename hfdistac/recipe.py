@@ -29,6 +29,7 @@ Every value is type-checked: a wrong type names the key, the value and what is e
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -121,6 +122,21 @@ def _check_task_types(path: Path, i: int, task: dict) -> None:
                          "e.g. class_names: [cat, dog], in label order")
 
 
+#: What a name from a recipe (a task's, the recipe's) may be: it becomes a file or folder name (scratch files,
+#: output folders, repo names), so never a path, never hidden, at most 96 characters.
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,95}")
+
+
+def check_name(name: str, what: str) -> str:
+    """``name`` when it is a plain name (:data:`_NAME`), else an :class:`InputError` saying what is allowed."""
+    if not isinstance(name, str) or not _NAME.fullmatch(name) or ".." in name:
+        shown = repr(name) if len(repr(name)) <= 80 else repr(name)[:77] + "..."
+        raise InputError(f"{what} {shown} is not a plain name",
+                         "use letters, digits and . _ + - (at most 96, starting with a letter or digit; no '/' or "
+                         "'..'): names become file and folder names")
+    return name
+
+
 def load_recipe(path: str | Path) -> Recipe:
     """Read and validate a recipe file.
 
@@ -164,7 +180,7 @@ def load_recipe(path: str | Path) -> Recipe:
             raise InputError(f"recipe {str(p)!r}: task #{i + 1} has unknown keys {sorted(bad)}; "
                              f"allowed: {sorted(_TASK_KEYS)}")
         _check_task_types(p, i, t)
-        name = t.get("name") or Path(t["model"]).name
+        name = check_name(t.get("name") or Path(t["model"]).name, f"recipe {str(p)!r}: task #{i + 1}'s name")
         tasks.append(RecipeTask(
             name=name, model=_resolve(t["model"], folder),
             dataset=_resolve(t.get("dataset"), folder), normalizer=_resolve(t.get("normalizer"), folder),
@@ -177,5 +193,6 @@ def load_recipe(path: str | Path) -> Recipe:
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
         raise InputError(f"recipe {str(p)!r} has duplicate task names {dup}", "give each task a unique 'name'")
-    return Recipe(base=_resolve(str(raw["base"]), folder), tasks=tasks, name=str(raw.get("name", p.stem)),
+    return Recipe(base=_resolve(str(raw["base"]), folder), tasks=tasks,
+                  name=check_name(str(raw.get("name", p.stem)), f"recipe {str(p)!r}: its name"),
                   description=str(raw.get("description", "")), path=str(p))

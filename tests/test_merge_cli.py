@@ -268,8 +268,8 @@ def test_coarse_to_fine_searches_every_other_value_then_the_neighbours_of_the_be
 
     for peak in (0.0, 0.15, 0.3, 0.35, 0.55, 0.8, 1.0):
         f = lambda a, p=peak: 80 - 50 * (a - p) ** 2  # noqa: E731
-        seen = []
-        curve = coarse_to_fine(DEFAULT_ALPHA_GRID, lambda a, f=f: seen.append(a) or
+        seen: list[float] = []
+        curve = coarse_to_fine(DEFAULT_ALPHA_GRID, lambda a, f=f, seen=seen: seen.append(a) or
                                {"alpha": a, "mean_normalized_accuracy": f(a), "mean_accuracy": 0.0})
         assert len(seen) == len(set(seen)) <= 13
         assert max(curve, key=lambda c: (round(c["mean_normalized_accuracy"], 9), -c["alpha"]))["alpha"] == \

@@ -97,7 +97,7 @@ def test_run_refuses_an_output_it_did_not_create_and_unknown_tasks(tiny, tmp_pat
     code, _, err = run_cli(capsys, "run", recipe, "--output", tmp_path / "o", "--condition", "nope", *FAST)
     assert code == 2 and "'nope' is not a task" in err
     code, _, err = run_cli(capsys, "run", recipe, "--output", tiny.root, *FAST)
-    assert code == 2 and "holds an input" in err
+    assert code == 2 and "an input of the run" in err
 
 
 def test_run_without_distac_merges_as_is(tiny, tmp_path, capsys):

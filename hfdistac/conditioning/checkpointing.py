@@ -39,6 +39,38 @@ def latest_checkpoint(directory: Path) -> Path | None:
     return done[-1] if done else None
 
 
+def _ours(directory: Path) -> bool:
+    """A checkpoint folder hfdistac made: its marker, or (made before the marker existed) only checkpoints."""
+    import re
+
+    from ..outputs import OWNED_MARKER
+
+    if (directory / OWNED_MARKER).is_file():
+        return True
+    entries = list(directory.iterdir())
+    return bool(entries) and all(re.fullmatch(r"step-\d{6}(\.tmp)?", p.name) and p.is_dir() for p in entries)
+
+
+def check_checkpoint_dir(directory: Path) -> None:
+    """Before training: ``--checkpoint-dir`` is new, empty, or hfdistac's own (it is removed after success).
+
+    Raises:
+        InputError: it holds files hfdistac did not write.
+    """
+    if directory.exists() and (not directory.is_dir() or (any(directory.iterdir()) and not _ours(directory))):
+        raise InputError(f"--checkpoint-dir {str(directory)!r} holds files hfdistac did not write",
+                         "choose a new or empty folder: hfdistac removes its checkpoints when the run succeeds")
+
+
+def remove_checkpoints(directory: Path) -> None:
+    """Remove the run's checkpoint folder, only when hfdistac made it (:func:`_ours`)."""
+    from ..outputs import OWNED_MARKER, remove_owned_dir
+
+    if directory.is_dir() and _ours(directory) and not (directory / OWNED_MARKER).is_file():
+        (directory / OWNED_MARKER).touch()  # a folder of checkpoints only, made before the marker existed
+    remove_owned_dir(directory)
+
+
 def save_checkpoint(directory: Path, step: int, accelerator, names: list[str], params: list[torch.nn.Parameter],
                      optimizer, scheduler, history: list[dict], fingerprint: str, projected_steps: int = 0) -> Path:
     """Write ``directory/step-NNNNNN`` atomically (safetensors + JSON), keep only the newest one."""
@@ -47,6 +79,11 @@ def save_checkpoint(directory: Path, step: int, accelerator, names: list[str], p
     final = directory / f"step-{step:06d}"
     tmp = directory / f"step-{step:06d}.tmp"
     if accelerator.is_main_process:
+        from ..outputs import OWNED_MARKER, claim_owned_dir
+
+        if not (directory / OWNED_MARKER).is_file():
+            check_checkpoint_dir(directory)
+            claim_owned_dir(directory, "--checkpoint-dir")
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
     accelerator.wait_for_everyone()

@@ -97,7 +97,8 @@ def _absolute(ref: str) -> str:
 def _resolve_references(config: ConditionConfig, source) -> tuple[ConditionConfig, Path, Path]:
     """Base, data, output and checkpoint folder of the run; refuses an existing output or stale checkpoints."""
     from ..hub import card_datasets, infer_base, local_paths_note
-    from ..outputs import check_destination
+    from ..outputs import check_destination, check_not_an_input
+    from .checkpointing import check_checkpoint_dir
 
     name = Path(str(config.model).split("@")[0].rstrip("/")).name
     output = Path(config.output or f"{name}-distac").expanduser()
@@ -118,6 +119,11 @@ def _resolve_references(config: ConditionConfig, source) -> tuple[ConditionConfi
                      else config.reference, templates=_absolute(config.templates) if config.templates else None,
                      eval_data=_absolute(config.eval_data) if config.eval_data else None,
                      class_names=_absolute(config.class_names) if config.class_names else None)
+    inputs = [config.model, config.base, config.data, config.eval_data, config.recipe, *(config.reference or [])]
+    check_not_an_input(output, inputs)  # an output replaced with --overwrite never takes an input with it
+    if config.checkpoint_every:
+        check_not_an_input(checkpoint_dir, [*inputs, str(output)], "--checkpoint-dir")
+        check_checkpoint_dir(checkpoint_dir)
     return config, output, checkpoint_dir
 
 

@@ -18,7 +18,6 @@ import contextlib
 import functools
 import logging
 import math
-import shutil
 import time
 from dataclasses import asdict, dataclass, replace
 from typing import Any
@@ -40,6 +39,7 @@ from .checkpointing import (
     checkpoint_fingerprint,
     latest_checkpoint,
     load_checkpoint,
+    remove_checkpoints,
     save_checkpoint,
 )
 from .config import ConditionConfig
@@ -376,7 +376,7 @@ def _resume(cfg: ConditionConfig, inputs: Inputs, accelerator, names, params, op
         logger.info("resumed from %s (step %d)", found, state[0])
         return state
     if accelerator.is_main_process and inputs.checkpoint_dir.exists() and cfg.checkpoint_every:
-        shutil.rmtree(inputs.checkpoint_dir, ignore_errors=True)  # stale (only reachable with --overwrite)
+        remove_checkpoints(inputs.checkpoint_dir)  # stale, and hfdistac's (only reachable with --overwrite)
     return 0, [], 0
 
 
@@ -453,7 +453,7 @@ def _finish(setup: _Setup, trained: dict[str, Any], inputs: Inputs, accelerator)
     if accelerator.is_main_process:
         write_output(inputs, setup.config, report, theta, metrics)
         if setup.config.checkpoint_every:
-            shutil.rmtree(inputs.checkpoint_dir, ignore_errors=True)
+            remove_checkpoints(inputs.checkpoint_dir)
     accelerator.wait_for_everyone()
     return report
 

@@ -48,11 +48,13 @@ def run_merge(config: MergeConfig) -> dict:
     apply_thread_policy()  # the command line's thread default, once per process
     from ..checkpoints import load_base
     from ..evaluation import resolve_device
-    from ..outputs import OutputLock, check_destination, scratch_dir
+    from ..outputs import OutputLock, check_destination, check_not_an_input, scratch_dir
     from ..recipe import load_recipe
 
     recipe = load_recipe(config.recipe)
     if config.output:
+        check_not_an_input(config.output, [recipe.path, recipe.base, *(t.model for t in recipe.tasks),
+                                           *(t.normalizer for t in recipe.tasks), *(t.dataset for t in recipe.tasks)])
         check_destination(config.output, config.overwrite)
     device = resolve_device(config.device)
     base = load_base(recipe.base)

@@ -37,11 +37,9 @@ RUN_MARKER = ".hfdistac-run"
 
 def _claim_output(root: Path, inputs: list[str]) -> None:
     """Use ``root`` only when it is new, empty, or an earlier run's output, and holds none of the run's inputs."""
-    for ref in inputs:
-        path = Path(ref).expanduser()
-        if path.exists() and (path.resolve() == root or root in path.resolve().parents):
-            raise InputError(f"--output {str(root)!r} holds an input of the run ({ref})",
-                             "choose an output directory outside the recipe's models and datasets")
+    from ..outputs import check_not_an_input
+
+    check_not_an_input(root, inputs)
     if root.exists() and any(root.iterdir()) and not (root / RUN_MARKER).is_file():
         raise InputError(f"--output {str(root)!r} exists and is not an hfdistac run's output",
                          "choose a new or empty directory (a run only ever writes into its own)")

@@ -1,0 +1,92 @@
+"""Data loss, by class (issue 30): hfdistac only ever removes a folder it created itself, never one that holds or
+lies inside an input of the run, and names from recipes are names, not paths. Each input below is what a careless
+or hostile user would give; every test checks that the user's files are still there, byte for byte."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import yaml
+
+from hfdistac.cli.main import main
+
+FAST = ["--steps", "2", "--batch-size", "8", "--eval-split", "none", "--preset", "confidence", "--no-progress"]
+
+
+def run_cli(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def _snapshot(folder):
+    return {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_condition_never_deletes_a_checkpoint_dir_it_did_not_make(tiny, tmp_path, capsys):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "thesis.tex").write_text("years of work")
+    model = tmp_path / "model"
+    shutil.copytree(tiny.ft_a, model)
+    before = _snapshot(model)
+    for target in (mine, model):  # a folder of the user's, and the very model being conditioned
+        code, _, err = run_cli(capsys, "condition", model, "--base", tiny.base, "--data", tiny.data, "--output",
+                               tmp_path / f"out-{target.name}", "--checkpoint-dir", target, "--checkpoint-every", "1",
+                               *FAST)
+        assert code == 2 and ("did not write" in err or "an input of the run" in err), err
+        assert not (tmp_path / f"out-{target.name}").exists()
+    assert (mine / "thesis.tex").read_text() == "years of work" and _snapshot(model) == before
+    # with --overwrite too
+    code, _, err = run_cli(capsys, "condition", model, "--base", tiny.base, "--data", tiny.data, "--output",
+                           tmp_path / "o", "--checkpoint-dir", mine, "--checkpoint-every", "1", "--overwrite", *FAST)
+    assert code == 2 and (mine / "thesis.tex").is_file()
+    # a checkpoint folder hfdistac makes is removed after success
+    code, _, err = run_cli(capsys, "condition", model, "--base", tiny.base, "--data", tiny.data, "--output",
+                           tmp_path / "ok", "--checkpoint-dir", tmp_path / "ckpt", "--checkpoint-every", "1", *FAST)
+    assert code == 0, err
+    assert not (tmp_path / "ckpt").exists() and (tmp_path / "ok" / "report.json").is_file()
+
+
+def test_an_output_that_holds_or_is_an_input_is_refused_even_with_overwrite(tiny, tmp_path, capsys):
+    work = tmp_path / "project"
+    for name in ("ft_a", "ft_b", "data"):
+        shutil.copytree(getattr(tiny, name), work / name)
+    recipe = work / "recipe.yaml"
+    recipe.write_text(yaml.safe_dump({"format": "hfdistac.recipe.v1", "name": "p", "base": str(tiny.base), "tasks": [
+        {"name": n, "model": f"./{n}", "dataset": "./data"} for n in ("ft_a", "ft_b")]}))
+    before = _snapshot(work)
+    for output in (work, work / "ft_a", work / "ft_a" / "inside"):
+        code, _, err = run_cli(capsys, "merge", recipe, "--method", "task_arithmetic", "--alpha", "0.3",
+                               "--weights-only", "--output", output, "--overwrite", "--no-progress")
+        assert code == 2 and "an input of the run" in err, err
+        code, _, err = run_cli(capsys, "condition", work / "ft_a", "--base", tiny.base, "--data", work / "data",
+                               "--output", output, "--overwrite", *FAST)
+        assert code == 2 and ("an input of the run" in err or "did not write" in err), err
+    assert _snapshot(work) == before
+
+
+def test_overwrite_replaces_only_an_earlier_hfdistac_output(tiny, tmp_path, capsys):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.md").write_text("keep me")
+    code, _, err = run_cli(capsys, "condition", tiny.ft_a, "--base", tiny.base, "--data", tiny.data, "--output", mine,
+                           "--overwrite", *FAST)
+    assert code == 2 and "did not write" in err and (mine / "notes.md").read_text() == "keep me"
+    out = tmp_path / "out"
+    for _ in range(2):  # an earlier output of hfdistac is replaced, as asked
+        code, _, err = run_cli(capsys, "condition", tiny.ft_a, "--base", tiny.base, "--data", tiny.data, "--output",
+                               out, "--overwrite", *FAST)
+        assert code == 0, err
+
+
+@pytest.mark.parametrize("name", ["../../escape", "/abs/path", "a/b", ".hidden", "x" * 200, "a|b", "..", "tab\tname"])
+def test_names_from_recipes_are_names_not_paths(tiny, tmp_path, capsys, name):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump({"format": "hfdistac.recipe.v1", "name": "r", "base": str(tiny.base), "tasks": [
+        {"name": name, "model": str(tiny.ft_a)}, {"name": "b", "model": str(tiny.ft_b)}]}))
+    code, _, err = run_cli(capsys, "merge", recipe, "--method", "task_arithmetic", "--alpha", "0.3", "--weights-only",
+                           "--output", tmp_path / "o", "--no-progress")
+    assert code == 2 and "is not a plain name" in err and len(err) < 600, err
+    assert not (tmp_path / "o").exists() and not list(tmp_path.parent.glob("*escape*"))
