@@ -47,7 +47,8 @@ class MergeConfig:
         "alpha values to search (default 0, 0.05, ..., 1.0)", nargs="+", ge=0, le=10))
     alpha_search: str = field(default="grid", metadata=_h(
         "how the alpha grid is searched: grid (every value) or coarse-to-fine (every other value, then the "
-        "neighbours of the best: 13 evaluations of the default 21)", choices=("grid", "coarse-to-fine")))
+        "neighbours of the best: 13 evaluations of the default 21; not the default: on the demo's 86 merges it "
+        "chose another alpha in 3, benchmarks/alpha_search.py)", choices=("grid", "coarse-to-fine")))
     density: float = field(default=0.2, metadata=_h("TIES: fraction of entries kept per task vector, in (0, 1]",
                                                     gt=0, le=1))
     tall_lambdas: list[float] | None = field(default=None, metadata=_h(
