@@ -70,6 +70,8 @@ def render_card(template_name: str, context: Mapping[str, Any]) -> str:
 
     values = dict(context)
     values.setdefault("versions", library_versions())
+    values.setdefault("code", code_span)  # templates write {{ code(x) }} and {{ block(x, "yaml") }} for user text
+    values.setdefault("block", code_block)
     meta = {k: v for k, v in dict(values.pop("card_data", None) or {}).items() if v not in (None, [], {})}
     card = ModelCard.from_template(ModelCardData(**meta), template_str=template_text(template_name), **values)
     return str(card)
@@ -205,3 +207,26 @@ def markdown_cell(text: object) -> str:
     out = str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
     out = out.replace("|", "\\|").replace("`", "\\`")
     return " ".join(out.split())
+
+
+def code_span(text: object) -> str:
+    """Inline code for a card (``path``), safe in a table cell: delimited by more backticks than the text holds,
+    ``|`` escaped (GitHub tables split cells on it before reading code spans)."""
+    import re
+
+    body = str(text).replace("|", "\\|").replace("\n", " ")
+    longest = max((len(m) for m in re.findall(r"`+", body)), default=0)
+    fence = "`" * (longest + 1)
+    pad = " " if longest else ""
+    return f"{fence}{pad}{body}{pad}{fence}"
+
+
+def code_block(text: object, language: str = "") -> str:
+    """A fenced code block whose fence no line of ``text`` can close (longer than any run of backticks in it): a
+    recipe description holding a fence stays inside the block."""
+    import re
+
+    body = str(text)
+    longest = max((len(m) for m in re.findall(r"`+", body)), default=0)
+    fence = "`" * max(3, longest + 1)
+    return f"{fence}{language}\n{body}\n{fence}"

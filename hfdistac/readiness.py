@@ -19,7 +19,7 @@ import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .cards import public_command, public_name
+from .cards import code_block, code_span, public_command, public_name
 from .configs import check_fields
 from .configs import help_field as _h
 from .errors import InputError
@@ -128,7 +128,8 @@ def render_section(m, *, base: str, base_revision: str, n_references: int, norm_
            "base_revision": base_revision, "n_references": n_references,
            "norm_threshold": norm_threshold, "entropy_threshold": entropy_threshold,
            "verdict_text": VERDICTS[verdict], "reason": m.recommendation.get("reason") if verdict != "ready" else "",
-           "command": command, "plots": plots, "version": __version__, "limit_text": limit_text}
+           "command": command, "plots": plots, "version": __version__, "limit_text": limit_text,
+           "code": code_span, "block": code_block}
     return jinja2.Template(template_text("readiness_section.md.j2"), keep_trailing_newline=True).render(**ctx)
 
 
@@ -189,7 +190,7 @@ def run_card(config: CardConfig) -> dict:
         if m.reliability:
             reliability_plot({m.name: m.reliability}, assets / "reliability.png")
             plots.append({"title": "Reliability diagram", "path": f"{ASSET_DIR}/reliability.png"})
-        limit_text = (f"{m.split} split of `{public_name(m.dataset)}`"
+        limit_text = (f"{m.split} split of {code_span(public_name(m.dataset))}"
                       + (f" (first {config.limit} images)" if config.limit else "")
                       if m.dataset else "weights only (no dataset given)")
         section = render_section(m, base=base, base_revision=diagnosis.base_revision, n_references=len(refs),

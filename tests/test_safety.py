@@ -90,3 +90,40 @@ def test_names_from_recipes_are_names_not_paths(tiny, tmp_path, capsys, name):
                            "--output", tmp_path / "o", "--no-progress")
     assert code == 2 and "is not a plain name" in err and len(err) < 600, err
     assert not (tmp_path / "o").exists() and not list(tmp_path.parent.glob("*escape*"))
+
+
+def test_card_bodies_keep_what_users_write_inside_code(tiny, tmp_path):
+    """A recipe description holding a code fence and HTML, and a dataset folder whose name holds '|', a backtick
+    and a tag: the merge card's recipe block is not closed early, no tag reaches the card outside code, and the
+    sources table keeps its columns."""
+    import re
+
+    from hfdistac.merge_eval import MergeConfig, run_merge
+
+    hostile = tmp_path / "da|ta`<b>"
+    shutil.copytree(tiny.data, hostile)
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump({
+        "format": "hfdistac.recipe.v1", "name": "hostile", "base": str(tiny.base),
+        "description": "ends the fence\n```\n<script>alert(1)</script>\n| x | y |\n````",
+        "tasks": [{"name": "a", "model": str(tiny.ft_a), "dataset": str(hostile)},
+                  {"name": "b", "model": str(tiny.ft_b), "dataset": str(hostile)}]}))
+    run_merge(MergeConfig(recipe=str(recipe), method="task_arithmetic", alpha=0.3, output=str(tmp_path / "o"),
+                          progress=False))
+    card = (tmp_path / "o" / "README.md").read_text()
+    body = card.split("---\n", 2)[2]
+    fences = re.findall(r"^(`{3,})", body, flags=re.M)
+    outside, inside, fence = [], [], None  # walk the body: what is inside a fenced block and what is not
+    for line in body.splitlines():
+        m = re.match(r"^(`{3,})", line)
+        if fence is None and m:
+            fence = m.group(1)
+        elif fence is not None and m and len(m.group(1)) >= len(fence) and line.strip("`") == "":
+            fence = None
+        else:
+            (inside if fence else outside).append(line)
+    assert fence is None and len(fences) % 2 == 0
+    assert not any("<script>" in ln for ln in outside) and any("<script>" in ln for ln in inside)
+    rows = [ln for ln in outside if ln.startswith("| a |") or ln.startswith("| b |")]
+    for row in rows:  # unescaped pipes only: the sources table's 5 columns
+        assert len(re.findall(r"(?<!\\)\|", re.sub(r"`+[^`]*`+", lambda m: m.group(0).replace("|", ""), row))) >= 6
