@@ -17,14 +17,24 @@ class HfDistacError(Exception):
     """
 
     exit_code = 2
+    #: An error names what was given, not all of it: longer messages and hints are cut (a value from an input
+    #: file can be arbitrarily long).
+    MAX_CHARS = 600
 
     def __init__(self, message: str, hint: str | None = None):
+        message, hint = _bounded(message), _bounded(hint) if hint else hint
         super().__init__(message)
         self.message = message
         self.hint = hint
 
     def __str__(self) -> str:  # one line, hint appended so logs keep it
         return self.message if not self.hint else f"{self.message} (hint: {self.hint})"
+
+
+def _bounded(text: str) -> str:
+    text = " ".join(str(text).splitlines()) if "\n" in str(text) else str(text)
+    limit = HfDistacError.MAX_CHARS
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text) - limit:,} more characters)"
 
 
 class InputError(HfDistacError):

@@ -144,16 +144,14 @@ def load_recipe(path: str | Path) -> Recipe:
         ReferenceNotFoundError: the file does not exist.
         InputError: malformed YAML, unknown keys, missing fields, duplicate task names.
     """
-    import yaml
 
     p = Path(path).expanduser()
     if not p.is_file():
         raise ReferenceNotFoundError(f"recipe file {str(path)!r} does not exist",
                                      "build the example suite (`hfdistac example-suite DIR`) for sample recipes")
-    try:
-        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
-        raise InputError(f"recipe {str(p)!r} is not valid YAML: {str(e).splitlines()[0]}") from None
+    from .yaml_files import load_yaml_file
+
+    raw = load_yaml_file(p, "recipe")
     if not isinstance(raw, dict):
         raise InputError(f"recipe {str(p)!r} must be a mapping with 'base' and 'tasks'")
     fmt = raw.get("format", RECIPE_FORMAT)

@@ -127,3 +127,28 @@ def test_card_bodies_keep_what_users_write_inside_code(tiny, tmp_path):
     rows = [ln for ln in outside if ln.startswith("| a |") or ln.startswith("| b |")]
     for row in rows:  # unescaped pipes only: the sources table's 5 columns
         assert len(re.findall(r"(?<!\\)\|", re.sub(r"`+[^`]*`+", lambda m: m.group(0).replace("|", ""), row))) >= 6
+
+
+BOMB = """a: &a ["x","x","x","x","x","x","x","x","x"]
+b: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]
+c: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]
+d: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c]
+e: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d]
+f: &f [*e,*e,*e,*e,*e,*e,*e,*e,*e]
+g: [*f,*f,*f,*f,*f,*f,*f,*f,*f]
+"""
+
+
+@pytest.mark.parametrize("command", ["merge", "condition"])
+def test_a_yaml_alias_bomb_is_refused_at_once_in_one_short_line(tmp_path, capsys, command):
+    """An alias bomb (a few hundred bytes that expand to 9^7 strings) as a recipe or a --config: refused when read,
+    the message one short line; a long value elsewhere is cut, never printed whole."""
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text(BOMB)
+    argv = ["merge", bomb] if command == "merge" else ["condition", "m", "--config", bomb]
+    code, out, err = run_cli(capsys, *argv)
+    assert code == 2 and "aliases" in err and len(err) < 800, err[:300]
+    huge = tmp_path / "huge.yaml"
+    huge.write_text("format: " + "x" * 5000 + "\nbase: b\ntasks: [{model: m}]\n")
+    code, _, err = run_cli(capsys, "merge", huge)
+    assert code == 2 and len(err) < 1500 and "more characters" in err, err[:300]

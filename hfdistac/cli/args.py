@@ -59,15 +59,12 @@ def config_from_args(cls: type, ns: argparse.Namespace, config_file: str | None 
     """Build ``cls`` from a YAML ``--config`` file (if any) overridden by the flags actually given."""
     values: dict[str, Any] = {}
     if config_file:
-        import yaml
+        from ..yaml_files import load_yaml_file
 
         p = Path(config_file)
         if not p.is_file():
             raise InputError(f"config file {config_file!r} does not exist")
-        try:
-            loaded = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise InputError(f"config file {config_file!r} is not valid YAML: {str(e).splitlines()[0]}") from None
+        loaded = load_yaml_file(p, "config file") or {}
         if not isinstance(loaded, dict):
             raise InputError(f"config file {config_file!r} must be a mapping of option names to values")
         names = {f.name for f in dataclasses.fields(cls)}
