@@ -77,9 +77,32 @@ def read_adapter_config(directory: Path, reference: str) -> dict[str, Any]:
     return cfg
 
 
+#: A quantified group that ends in a quantifier or holds an alternation, e.g. ``(a+)+``, ``(x|x)*``: the shapes whose
+#: matching time grows exponentially with the text (catastrophic backtracking).
+_NESTED_QUANTIFIER = re.compile(r"[*+}?]\)[*+{?]|\|[^()]*\)[*+{]")
+MAX_PATTERN = 200
+
+
+def _pattern_matches(key: str, module: str) -> bool:
+    """peft's rule for ``rank_pattern``/``alpha_pattern`` keys: the key matches the end of the module's name at a
+    ``.`` boundary. A key of name characters is compared as text; any other key is an untrusted regular expression
+    and is refused when it could take exponential time (:data:`_NESTED_QUANTIFIER`) or is overlong."""
+    if re.fullmatch(r"[\w.-]+", key):
+        return module == key or module.endswith("." + key)
+    if len(key) > MAX_PATTERN or _NESTED_QUANTIFIER.search(key):
+        raise CheckpointError(f"the adapter's pattern {key[:60]!r}{'...' if len(key) > 60 else ''} is not accepted: "
+                              "a quantified group inside a quantifier (or an overlong pattern) can take "
+                              "exponential time to match", "use module names (e.g. 'q_proj' or "
+                              "'layers.0.self_attn.q_proj') or simple patterns as keys of rank_pattern/alpha_pattern")
+    try:
+        return re.fullmatch(rf"(?:.*\.)?(?:{key})", module) is not None
+    except re.error as e:
+        raise CheckpointError(f"the adapter's pattern {key[:60]!r} is not a valid regular expression ({e})") from None
+
+
 def _pattern_value(patterns: dict, module: str, default):
     for key, value in (patterns or {}).items():
-        if re.match(rf"(.*\.)?({key})$", module):
+        if _pattern_matches(str(key), module):
             return value
     return default
 

@@ -88,3 +88,16 @@ def test_inspect_reads_an_adapter(tiny, tmp_path, capsys):
                  str(tiny.data), str(tiny.data), "--limit", "8", "--json", str(out), "--no-progress"]) == 0
     models = json.loads(out.read_text())["models"]
     assert [m["name"] for m in models] == ["ft_a", "lora"] and models[1]["norm"] > 0
+
+
+@pytest.mark.parametrize("key", ["(a+)+$", "(x|xx)*y", "((q_proj)*)*", "(" * 300])
+def test_an_adapters_patterns_cannot_hang_the_run(tiny, tmp_path, key):
+    """rank_pattern/alpha_pattern keys are untrusted regular expressions: one that could backtrack exponentially
+    (or is overlong, or invalid) is refused at once, naming the key; module-name keys work as peft reads them."""
+    from hfdistac.checkpoints import load_finetuned
+
+    _adapter(tiny.base, tmp_path / "lora", r=2, lora_alpha=4, target_modules=["q_proj"])
+    cfg_path = tmp_path / "lora" / "adapter_config.json"
+    cfg_path.write_text(json.dumps({**json.loads(cfg_path.read_text()), "rank_pattern": {key: 2}}))
+    with pytest.raises(CheckpointError, match="pattern"):  # refused before any matching
+        load_finetuned(str(tmp_path / "lora"))
