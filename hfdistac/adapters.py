@@ -144,6 +144,11 @@ def lora_task_vector(directory: Path, cfg: dict[str, Any], reference: str) -> di
                                   "(lora_A and lora_B must be matrices)",
                                   "only Linear LoRA layers can be read; merge the adapter into the model instead")
         r, scale = lora_scaling(cfg, module)
+        if not math.isfinite(scale) or not (torch.isfinite(a).all() and torch.isfinite(b).all()):
+            raise CheckpointError(f"adapter {reference!r}: module {module!r} has non-finite values (NaN or Inf in "
+                                  f"lora_A/lora_B, or scaling {scale!r} from lora_alpha and r)",
+                                  "re-export the adapter from a healthy checkpoint; hfdistac never uses non-finite "
+                                  "weights")
         if a.shape[0] != r or b.shape[1] != r:
             raise CheckpointError(f"adapter {reference!r}: module {module!r} has rank {a.shape[0]} but its config "
                                   f"gives r = {r}", "save the adapter together with its own adapter_config.json")

@@ -52,6 +52,11 @@ def head_for_task(base, data: ImageData, *, templates: list[str] | None = None, 
                         "zero-shot heads need class names: use a dataset with a ClassLabel label column "
                         "(or pass --label-column)")
     names = fix_class_names(data.spec.reference, data.class_names)
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise DataError(f"dataset {data.spec.reference!r} names several classes alike ({', '.join(map(repr, repeated[:5]))}): "
+                        "a zero-shot head cannot tell them apart", "give each class a distinct name (recipe "
+                        "class_names, --class-names FILE, or the dataset's ClassLabel)")
     templates = list(templates) if templates else templates_for(data.spec.reference)
     payload = json.dumps([base.resolved.revision, data.spec.reference, data.spec.config, names, templates])
     key = hashlib.sha256(payload.encode()).hexdigest()[:24]

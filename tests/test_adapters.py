@@ -101,3 +101,25 @@ def test_an_adapters_patterns_cannot_hang_the_run(tiny, tmp_path, key):
     cfg_path.write_text(json.dumps({**json.loads(cfg_path.read_text()), "rank_pattern": {key: 2}}))
     with pytest.raises(CheckpointError, match="pattern"):  # refused before any matching
         load_finetuned(str(tmp_path / "lora"))
+
+
+@pytest.mark.parametrize("where", ["weights", "lora_alpha"])
+def test_non_finite_adapters_are_refused_like_full_checkpoints(tiny, tmp_path, where):
+    """NaN in lora_A/lora_B or a non-finite lora_alpha used to pass inspect (which then recommended
+    --target-norm nan); refused as a full checkpoint's non-finite weights are."""
+    from safetensors.torch import load_file, save_file
+
+    from hfdistac.checkpoints import load_finetuned
+
+    _adapter(tiny.base, tmp_path / "lora", r=2, lora_alpha=4, target_modules=["q_proj"])
+    if where == "weights":
+        path = tmp_path / "lora" / "adapter_model.safetensors"
+        w = load_file(str(path))
+        first = next(k for k in w if "lora_A" in k)
+        w[first] = torch.full_like(w[first], float("nan"))
+        save_file(w, str(path))
+    else:
+        cfg_path = tmp_path / "lora" / "adapter_config.json"
+        cfg_path.write_text(json.dumps({**json.loads(cfg_path.read_text()), "lora_alpha": float("inf")}))
+    with pytest.raises(CheckpointError, match="non-finite"):
+        load_finetuned(str(tmp_path / "lora"))

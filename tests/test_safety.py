@@ -152,3 +152,42 @@ def test_a_yaml_alias_bomb_is_refused_at_once_in_one_short_line(tmp_path, capsys
     huge.write_text("format: " + "x" * 5000 + "\nbase: b\ntasks: [{model: m}]\n")
     code, _, err = run_cli(capsys, "merge", huge)
     assert code == 2 and len(err) < 1500 and "more characters" in err, err[:300]
+
+
+def test_wrong_results_are_refused_not_returned(tiny, tmp_path, capsys):
+    """Inputs that used to give a wrong result with exit 0: the same model under two task names, a dataset that
+    names two classes alike, and validation rows on which every fine-tuned model scores 0 (normalised accuracy
+    undefined: alpha cannot be chosen)."""
+    from tests._fixtures_models import make_image_dataset
+
+    twice = tmp_path / "twice.yaml"
+    copy = tmp_path / "ft_a_copy"
+    shutil.copytree(tiny.ft_a, copy)
+    twice.write_text(yaml.safe_dump({"format": "hfdistac.recipe.v1", "name": "t", "base": str(tiny.base), "tasks": [
+        {"name": "one", "model": str(tiny.ft_a)}, {"name": "two", "model": str(copy)}]}))
+    code, _, err = run_cli(capsys, "merge", twice, "--method", "task_arithmetic", "--alpha", "0.3", "--weights-only",
+                           "--output", tmp_path / "o1", "--no-progress")
+    assert code == 2 and "'one' and 'two'" in err and "same model" in err, err
+    alike = make_image_dataset(tmp_path / "alike", classes=["red_car", "red car", "blue"])  # alike once '_' is ' '
+    code, _, err = run_cli(capsys, "evaluate", tiny.ft_a, "--base", tiny.base, "--data", alike, "--no-progress")
+    assert code == 2 and "alike" in err and "'red car'" in err, err
+    # validation rows labelled with a class no model ever predicts for them: every normaliser scores 0
+    zero = make_image_dataset(tmp_path / "zero", n_train=40, n_test=10)
+    from datasets import load_dataset
+
+    from hfdistac.checkpoints import read_vision_weights
+    from tests._fixtures_models import plain_predictions
+
+    rows = load_dataset("parquet", data_files=str(zero / "data" / "test-00000-of-00001.parquet"), split="train")
+    preds_a, _ = plain_predictions(tiny.base, read_vision_weights(tiny.ft_a), zero)
+    preds_b, _ = plain_predictions(tiny.base, read_vision_weights(tiny.ft_b), zero)
+    wrong = [next(c for c in range(3) if c not in (pa, pb)) for pa, pb in zip(preds_a, preds_b, strict=True)]
+    rows.remove_columns("label").add_column("label", wrong, feature=rows.features["label"]).to_parquet(
+        str(zero / "data" / "holdout-00000-of-00001.parquet"))
+    recipe = tmp_path / "zero.yaml"
+    recipe.write_text(yaml.safe_dump({"format": "hfdistac.recipe.v1", "name": "z", "base": str(tiny.base), "tasks": [
+        {"name": n, "model": str(getattr(tiny, n)), "dataset": str(zero), "val_split": "holdout"}
+        for n in ("ft_a", "ft_b")]}))
+    code, _, err = run_cli(capsys, "merge", recipe, "--method", "all", "--output", tmp_path / "o2", "--no-progress")
+    assert code == 2 and "normalised accuracy" in err and "undefined" in err and "unexpected" not in err, err
+    assert not (tmp_path / "o2").exists()

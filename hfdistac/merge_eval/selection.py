@@ -74,6 +74,18 @@ def select_alpha(tau: Mapping[str, torch.Tensor], *, uses_alpha: bool, fixed: fl
                 "alpha_search": None, "alpha_evaluations": 0, "alpha_at_edge": False}
     bar = tqdm(total=len(grid), desc=label, disable=not progress, leave=False)
 
+    undefined = sorted(t for t in (task.name for task in merged.tasks) if not normalizers.get(t))
+    if undefined and len(undefined) == len(merged.tasks):
+        from ..errors import InputError
+
+        raise InputError("every task's fine-tuned model scores 0 % on its validation rows, so normalised accuracy "
+                         f"(merged / fine-tuned) is undefined and alpha cannot be chosen ({', '.join(undefined)})",
+                         "check the validation split's labels and class names (a wrong label column scores 0), or "
+                         "fix alpha with --alpha")
+    if undefined:
+        logger.warning("%s: the fine-tuned model of %s scores 0 %% on its validation rows; alpha is chosen on the "
+                       "other tasks' normalised accuracy", label, ", ".join(undefined))
+
     def evaluate(a: float) -> dict[str, Any]:
         merged.set_weights(tau, a)
         accs = merged.evaluate_all("validation")["accuracy"]

@@ -85,9 +85,16 @@ def build_task_vectors(recipe, base, theta0, scratch: Path, *, progress: bool = 
     """Stage 2: the lazy task vector and the provenance of every task of the recipe, in recipe order."""
     from tqdm.auto import tqdm
 
+    from ..errors import InputError
+
     tvs, sources = [], []
+    seen: dict[str, str] = {}
     for t in tqdm(recipe.tasks, desc="task vectors", disable=not progress, unit="task"):
         tv, src = task_vector_for(t.model, base, scratch, t.name, theta0)
+        if src.revision in seen:  # the same weights twice would count one task double, without a word
+            raise InputError(f"tasks {seen[src.revision]!r} and {t.name!r} of the recipe are the same model "
+                             f"({src.reference}, {src.revision})", "give each task its own fine-tuned model")
+        seen[src.revision] = t.name
         src.normalizer = t.normalizer or t.model
         tvs.append(tv)
         sources.append(src)
