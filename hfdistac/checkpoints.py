@@ -458,6 +458,27 @@ FULL_CLIP_FILES = ("config.json", "preprocessor_config.json", "processor_config.
                    "tokenizer_config.json", "vocab.json", "merges.txt", "special_tokens_map.json", "added_tokens.json")
 
 
+def file_inside_model(model_dir: Path, name: str) -> Path:
+    """``model_dir / name`` once it is known to resolve inside the model's own folder, or inside the model's own
+    Hub-cache entry (a snapshot's files link into the entry's ``blobs/``): a link elsewhere would copy any file
+    of the machine into an output, and from there onto the Hub.
+
+    Raises:
+        CheckpointError: the file links out of the model.
+    """
+    path = Path(model_dir) / name
+    target = path.resolve()
+    folder = Path(model_dir).resolve()
+    allowed = [folder]
+    if folder.parent.name == "snapshots":  # <cache>/models--org--name/snapshots/<sha>: the entry holds the blobs
+        allowed.append(folder.parent.parent)
+    if not any(target == a or a in target.parents for a in allowed):
+        raise CheckpointError(f"{str(path)!r} links outside its model ({str(target)!r}); it is not copied",
+                              "replace the link by the file itself (hfdistac never copies a file from outside a "
+                              "model's folder into an output)")
+    return path
+
+
 def save_full_clip(directory: Path, base_dir: Path, weights: Weights, metadata: dict[str, str] | None = None) -> None:
     """Write a full ``CLIPModel``: ``weights`` (canonical vision keys) as its vision tower, every other tensor (text
     tower, both projections, ``logit_scale``) and the configuration, tokenizer and processor files from the base.
@@ -489,7 +510,7 @@ def save_full_clip(directory: Path, base_dir: Path, weights: Weights, metadata: 
     directory.mkdir(parents=True, exist_ok=True)
     for name in FULL_CLIP_FILES:
         if (base_dir / name).is_file():
-            shutil.copyfile(base_dir / name, directory / name)
+            shutil.copyfile(file_inside_model(base_dir, name), directory / name)
     meta = {"format": "pt", **{k: v if isinstance(v, str) else json.dumps(v) for k, v in (metadata or {}).items()}}
     save_safetensors(tensors, directory / "model.safetensors", meta, what="the full CLIP model to be written")
 

@@ -191,3 +191,23 @@ def test_wrong_results_are_refused_not_returned(tiny, tmp_path, capsys):
     code, _, err = run_cli(capsys, "merge", recipe, "--method", "all", "--output", tmp_path / "o2", "--no-progress")
     assert code == 2 and "normalised accuracy" in err and "undefined" in err and "unexpected" not in err, err
     assert not (tmp_path / "o2").exists()
+
+
+def test_full_clip_never_copies_a_file_from_outside_the_base(tiny, tmp_path, capsys):
+    """A base whose tokenizer.json is a link to another file of the machine: --full-clip refuses (the link would
+    become a regular file in the output, and `push` would upload it); nothing is written."""
+    secret = tmp_path / "secret.txt"
+    secret.write_text("a private key")
+    base = tmp_path / "base"
+    shutil.copytree(tiny.base, base)
+    (base / "tokenizer.json").unlink()
+    (base / "tokenizer.json").symlink_to(secret)
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump({"format": "hfdistac.recipe.v1", "name": "f", "base": str(base), "tasks": [
+        {"name": n, "model": str(getattr(tiny, n))} for n in ("ft_a", "ft_b")]}))
+    code, _, err = run_cli(capsys, "merge", recipe, "--method", "task_arithmetic", "--alpha", "0.3", "--weights-only",
+                           "--full-clip", "--output", tmp_path / "o", "--no-progress")
+    assert code == 2 and "links outside its model" in err, err
+    assert not (tmp_path / "o").exists()
+    assert not [p for p in tmp_path.rglob("*") if p.is_file() and not p.is_symlink() and p.read_bytes() == b"a private key"
+                and p != secret]
