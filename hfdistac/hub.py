@@ -668,7 +668,7 @@ def _endpoint() -> str:
     return constants.ENDPOINT
 
 
-def _scrub(text: str, token: str | bool | None = None) -> str:
+def scrub_secrets(text: str, token: str | bool | None = None) -> str:
     """Remove any token (the given one, huggingface_hub's, anything shaped like ``hf_...``) from ``text``."""
     secrets = [token] if isinstance(token, str) and token else []
     try:
@@ -682,6 +682,9 @@ def _scrub(text: str, token: str | bool | None = None) -> str:
     for secret in secrets:
         text = text.replace(secret, "***")
     return _TOKEN_RE.sub("hf_***", text)
+
+
+_scrub = scrub_secrets  # the name the Hub errors above use
 
 
 def _first_line(err: BaseException) -> str:
@@ -746,31 +749,31 @@ def _translate(err: BaseException, *, what: str, token: str | bool | None, readi
     if isinstance(err, (OfflineModeIsEnabled, RevisionResolutionError, LocalEntryNotFoundError)) and _offline():
         if reading:
             kind = "only part of it is" if isinstance(err, IncompleteSnapshotError) else "it is not"
-            return HubError(_scrub(f"cannot fetch {what}: offline mode is on (HF_HUB_OFFLINE=1) and {kind} in "
+            return HubError(scrub_secrets(f"cannot fetch {what}: offline mode is on (HF_HUB_OFFLINE=1) and {kind} in "
                                    "the local cache", token),
                             hint="unset HF_HUB_OFFLINE (or set HF_HUB_OFFLINE=0) to download it, or pass a local "
                                  "directory instead")
         return HubError(f"cannot write to {what}: offline mode is on (HF_HUB_OFFLINE=1)",
                         hint="unset HF_HUB_OFFLINE (or set HF_HUB_OFFLINE=0) to push")
     if _xet_unsupported(err):
-        return HubError(_scrub(f"the Hub at {endpoint} does not accept Xet uploads, which huggingface_hub uses "
+        return HubError(scrub_secrets(f"the Hub at {endpoint} does not accept Xet uploads, which huggingface_hub uses "
                                f"for {what} because hf_xet is installed", token),
                         hint="set HF_HUB_DISABLE_XET=1 to upload through plain LFS instead")
     if isinstance(err, RevisionNotFoundError):
-        return not_found(_scrub(f"revision not found: {what} has no branch, tag or commit by that name on "
+        return not_found(scrub_secrets(f"revision not found: {what} has no branch, tag or commit by that name on "
                                 f"{endpoint}", token),
                          hint="check the part after '@' (a branch, tag or full commit SHA), or drop it for the "
                               "default branch")
     if status in (401, 403):
         verb = "refused access to" if status == 403 else "requires authentication for"
-        return HubError(_scrub(f"the Hub {verb} {what} (HTTP {status}): {_first_line(err)}", token),
+        return HubError(scrub_secrets(f"the Hub {verb} {what} (HTTP {status}): {_first_line(err)}", token),
                         hint=_AUTH_HINT if reading else _WRITE_HINT)
     if isinstance(err, RepositoryNotFoundError) or status == 404:
         if reading:
-            return not_found(_scrub(f"{what} not found: no such repo on {endpoint} and no such local directory",
+            return not_found(scrub_secrets(f"{what} not found: no such repo on {endpoint} and no such local directory",
                                     token),
                              hint="check the repo id `owner/name` (or the path); for a private repo " + _AUTH_HINT)
-        return not_found(_scrub(f"{what} not found on {endpoint} (HTTP 404)", token),
+        return not_found(scrub_secrets(f"{what} not found on {endpoint} (HTTP 404)", token),
                          hint="check the repo id and branch; your token must also be able to see the repo: "
                               + _WRITE_HINT)
     if isinstance(err, (RevisionResolutionError, LocalEntryNotFoundError, OfflineModeIsEnabled)) or (
@@ -780,14 +783,14 @@ def _translate(err: BaseException, *, what: str, token: str | bool | None, readi
         hint = "check your connection and HF_ENDPOINT, then retry"
         if reading:
             hint += "; to work offline set HF_HUB_OFFLINE=1 and use models downloaded before, or pass a local directory"
-        return HubError(_scrub(f"cannot reach the Hub at {endpoint} for {what}{cached} ({cause})", token), hint=hint)
+        return HubError(scrub_secrets(f"cannot reach the Hub at {endpoint} for {what}{cached} ({cause})", token), hint=hint)
     if isinstance(err, HfHubHTTPError):
-        return HubError(_scrub(f"the Hub failed for {what} (HTTP {status}): {_first_line(err)}", token),
+        return HubError(scrub_secrets(f"the Hub failed for {what} (HTTP {status}): {_first_line(err)}", token),
                         hint="retry later; if it persists check https://status.huggingface.co")
     if isinstance(err, ValueError) and "yaml" in str(err).lower():
-        return HubError(_scrub(f"the Hub rejected the model card metadata of {what}: {_first_line(err)}", token),
+        return HubError(scrub_secrets(f"the Hub rejected the model card metadata of {what}: {_first_line(err)}", token),
                         hint="fix the YAML front matter of README.md")
-    return HubError(_scrub(f"Hub request for {what} failed: {type(err).__name__}: {_first_line(err)}", token),
+    return HubError(scrub_secrets(f"Hub request for {what} failed: {type(err).__name__}: {_first_line(err)}", token),
                     hint="retry; set HFDISTAC_DEBUG=1 to see the traceback")
 
 
@@ -808,12 +811,12 @@ def _with_retries(fn: Callable[[], T], *, what: str, step: str, token: str | boo
             done = landed() if landed is not None and _is_transient(err) else None
             if done is not None:
                 logger.warning("%s: the answer was lost (%s) but the change landed; not repeating it", step,
-                               _scrub(f"{type(err).__name__}: {_first_line(err)}", token))
+                               scrub_secrets(f"{type(err).__name__}: {_first_line(err)}", token))
                 return done
             if attempt < attempts and _is_transient(err):
                 delay = retry_delay * 2 ** (attempt - 1)
                 logger.warning("%s failed (%s); retrying in %.2fs (attempt %d of %d)", step,
-                               _scrub(f"{type(err).__name__}: {_first_line(err)}", token), delay, attempt + 1,
+                               scrub_secrets(f"{type(err).__name__}: {_first_line(err)}", token), delay, attempt + 1,
                                attempts)
                 time.sleep(delay)
                 continue

@@ -211,3 +211,23 @@ def test_full_clip_never_copies_a_file_from_outside_the_base(tiny, tmp_path, cap
     assert not (tmp_path / "o").exists()
     assert not [p for p in tmp_path.rglob("*") if p.is_file() and not p.is_symlink() and p.read_bytes() == b"a private key"
                 and p != secret]
+
+
+def test_debug_tracebacks_never_show_the_token(hub_env, capsys, monkeypatch):
+    """HFDISTAC_DEBUG=1 prints the whole traceback; a token quoted by a chained exception (an HTTP error deep in
+    the chain) is scrubbed from every part of it."""
+    import hfdistac.diagnosis
+    from hfdistac.errors import HubError
+    from tests._fixtures_hub import DUMMY_TOKEN
+
+    def fail(*a, **k):
+        try:
+            raise ConnectionError(f"request with headers {{'authorization': 'Bearer {DUMMY_TOKEN}'}} failed")
+        except ConnectionError as inner:
+            raise HubError("the Hub refused the request") from inner
+
+    monkeypatch.setattr(hfdistac.diagnosis, "run_inspect", fail)
+    monkeypatch.setenv("HFDISTAC_DEBUG", "1")
+    code, _, err = run_cli(capsys, "inspect", "org/model")
+    assert code == 2 and "Traceback" in err and "ConnectionError" in err and "the Hub refused" in err
+    assert DUMMY_TOKEN not in err and "***" in err

@@ -158,6 +158,17 @@ def _configure_logging(verbose: bool) -> None:
         warnings.filterwarnings("ignore")
 
 
+def _debug_traceback(error: BaseException, code: int) -> int:
+    """``HFDISTAC_DEBUG=1``: the whole traceback, chained exceptions included, with every Hub token scrubbed (an
+    HTTP error deep in a chain can quote the Authorization header)."""
+    import traceback
+
+    from ..hub import scrub_secrets
+
+    print(scrub_secrets("".join(traceback.format_exception(error))), file=sys.stderr, end="")
+    return code
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit status."""
     parser = build_parser()
@@ -181,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
         return cmd.run(cfg)
     except HfDistacError as e:
         if debug:
-            raise
+            return _debug_traceback(e, e.exit_code)
         print(f"error: {e.message}", file=sys.stderr)
         if e.hint:
             print(f"hint: {e.hint}", file=sys.stderr)
@@ -191,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except Exception as e:  # noqa: BLE001 - last resort: one line, not a traceback
         if debug:
-            raise
+            return _debug_traceback(e, 1)
         first = str(e).splitlines()[0] if str(e) else ""
         print(f"error: unexpected {type(e).__name__}: {first}", file=sys.stderr)
         print("hint: rerun with HFDISTAC_DEBUG=1 for the traceback, and report it if it looks like a bug",
