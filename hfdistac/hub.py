@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import re
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -473,6 +474,8 @@ def push_folder(folder: str | Path, repo_id: str, *, private: bool = False, revi
     repo_id = _check_repo_id(repo_id)
     from huggingface_hub import CommitOperationAdd, HfApi
 
+    from .upload_files import upload_contents
+
     api = HfApi(token=token)
     what = f"repo {repo_id!r}"
     retry = {"what": what, "token": token, "retries": retries, "retry_delay": retry_delay}
@@ -482,37 +485,22 @@ def push_folder(folder: str | Path, repo_id: str, *, private: bool = False, revi
         _with_retries(lambda: api.create_branch(repo_id, branch=revision, exist_ok=True, repo_type=repo_type),
                       step=f"creating branch {revision!r} of {what}", **retry)
     message = commit_message or f"Upload {folder.resolve().name} with hfdistac"
-    contents = _upload_contents(folder, files, repo_id)
-    landed = _LandedCheck(api, repo_id, revision, create_pr, contents, repo_type)
+    with tempfile.TemporaryDirectory(prefix="hfdistac-upload-") as scratch:
+        # what is uploaded names no local path, and its cards name the destination (hfdistac.upload_files)
+        contents = upload_contents(folder, files, repo_id, Path(scratch))
+        landed = _LandedCheck(api, repo_id, revision, create_pr, contents, repo_type)
 
-    def commit():  # operations are mutated by create_commit: build them afresh for every attempt
-        ops = [CommitOperationAdd(path_in_repo=path, path_or_fileobj=data if isinstance(data, bytes) else str(data))
-               for path, data in contents.items()]
-        info = api.create_commit(repo_id, ops, commit_message=message, revision=revision, create_pr=create_pr,
-                                 repo_type=repo_type)
-        return {"repo_id": repo_id, "commit_sha": info.oid, "commit_url": info.commit_url, "pr_url": info.pr_url}
+        def commit():  # operations are mutated by create_commit: build them afresh for every attempt
+            ops = [CommitOperationAdd(path_in_repo=path,
+                                      path_or_fileobj=data if isinstance(data, bytes) else str(data))
+                   for path, data in contents.items()]
+            info = api.create_commit(repo_id, ops, commit_message=message, revision=revision, create_pr=create_pr,
+                                     repo_type=repo_type)
+            return {"repo_id": repo_id, "commit_sha": info.oid, "commit_url": info.commit_url, "pr_url": info.pr_url}
 
-    result = _with_retries(commit, step=f"pushing {len(files)} files to {what}", landed=landed, **retry)
+        result = _with_retries(commit, step=f"pushing {len(files)} files to {what}", landed=landed, **retry)
     logger.info("pushed %d files from %s to %s (commit %s)", len(files), folder, repo_id, result["commit_sha"])
     return result
-
-
-def _upload_contents(folder: Path, files: list[Path], repo_id: str) -> dict[str, Path | bytes]:
-    """What each path in the repo gets: the file itself, or for a model card (``README.md``) its text with the
-    usage code retargeted at ``repo_id`` (:func:`~hfdistac.cards.retarget_card`; the local file is left as it is)."""
-    from .cards import retarget_card
-
-    out: dict[str, Path | bytes] = {}
-    for p in files:
-        rel = p.relative_to(folder).as_posix()
-        if p.name == "README.md":
-            text = p.read_text(encoding="utf-8", errors="replace")
-            new = retarget_card(text, repo_id, folder_name=p.parent.name if p.parent == folder else None,
-                                subfolder=None if p.parent == folder else p.parent.relative_to(folder).as_posix())
-            out[rel] = new.encode("utf-8") if new != text else p
-        else:
-            out[rel] = p
-    return out
 
 
 def files_to_push(folder: Path) -> list[Path]:

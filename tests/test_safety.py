@@ -231,3 +231,36 @@ def test_debug_tracebacks_never_show_the_token(hub_env, capsys, monkeypatch):
     code, _, err = run_cli(capsys, "inspect", "org/model")
     assert code == 2 and "Traceback" in err and "ConnectionError" in err and "the Hub refused" in err
     assert DUMMY_TOKEN not in err and "***" in err
+
+
+def test_nothing_uploaded_names_a_local_path(hub_env, tiny, tmp_path, capsys):
+    """report.json, hfdistac_config.json, recipe.yaml, the card and the safetensors metadata of a merge of local
+    models keep their absolute paths locally; what `push` uploads names folders only, and the weights are the
+    same bytes."""
+    import json
+
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump({"format": "hfdistac.recipe.v1", "name": "paths", "base": str(tiny.base),
+                                      "tasks": [{"name": n, "model": str(getattr(tiny, n)), "dataset": str(tiny.data)}
+                                                for n in ("ft_a", "ft_b")]}))
+    out = tmp_path / "merged"
+    code, _, err = run_cli(capsys, "merge", recipe, "--method", "task_arithmetic", "--alpha", "0.3", "--output", out,
+                           "--no-progress")
+    assert code == 0, err
+    assert str(tiny.root) in (out / "report.json").read_text()  # the local output keeps them (useful here)
+    code, _, err = run_cli(capsys, "push", out, "org/no-paths")
+    assert code == 0, err
+    files = hub_env.server.repo_files("org/no-paths")
+    for name, data in files.items():
+        assert str(tiny.root).encode() not in data and str(tmp_path).encode() not in data, name
+    pushed = tmp_path / "pushed.safetensors"
+    pushed.write_bytes(files["model.safetensors"])
+    with safe_open(str(pushed), "pt") as f:
+        meta = f.metadata()
+    assert json.loads(meta["sources"])[0]["reference"] == "ft_a" and meta["base"] == "base"
+    local, remote = load_file(str(out / "model.safetensors")), load_file(str(pushed))
+    assert local.keys() == remote.keys() and all(local[k].equal(remote[k]) for k in local)
+    assert json.loads(files["report.json"])["base"] == "base"
