@@ -25,6 +25,7 @@ from typing import Any
 import torch
 
 from .errors import CheckpointError
+from .references import file_inside_model, regular_file_inside_model
 from .task_vectors import Weights, check_compatible
 from .tensor_files import check_finite, read_tensor, safe_open_checked, save_safetensors
 from .vision_keys import VISION_PREFIX, canonical_vision_key, module_key  # noqa: F401  (re-exported)
@@ -52,14 +53,18 @@ def weight_files(directory: Path) -> list[Path]:
     directory = Path(directory)
     index = directory / "model.safetensors.index.json"
     if index.is_file():
-        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-        return [directory / s for s in shards]
+        try:
+            shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        except (ValueError, KeyError, TypeError, AttributeError, OSError) as e:
+            raise CheckpointError(f"{str(index)!r} is not a readable shard index ({type(e).__name__})",
+                                  "re-save the model with save_pretrained") from None
+        return [_regular_weight_file(directory, s) for s in shards]
     single = directory / "model.safetensors"
-    if single.is_file():
-        return [single]
+    if single.exists():
+        return [_regular_weight_file(directory, single.name)]
     others = sorted(p for p in directory.glob("*.safetensors") if not p.name.startswith(("task_vector", "head")))
     if others:
-        return others
+        return [_regular_weight_file(directory, p.name) for p in others]
     pickles = [p.name for p in directory.iterdir() if p.suffix in _PICKLE_SUFFIXES] if directory.is_dir() else []
     if pickles:
         raise CheckpointError(
@@ -69,6 +74,19 @@ def weight_files(directory: Path) -> list[Path]:
         )
     raise CheckpointError(f"no model.safetensors in {str(directory)!r}",
                           "pass a directory (or Hub repo) holding config.json and model.safetensors")
+
+
+def _regular_weight_file(directory: Path, name: object) -> Path:
+    """A weight file named by the checkpoint: a plain file name, a regular file inside the model's folder or its
+    Hub-cache entry (:func:`~hfdistac.references.regular_file_inside_model`).
+
+    Raises:
+        CheckpointError: saying which of these it is not.
+    """
+    if not isinstance(name, str) or "/" in name or "\\" in name or name in ("", ".", ".."):
+        raise CheckpointError(f"the checkpoint in {str(directory)!r} names a weight file {str(name)[:80]!r} that is "
+                              "not a plain file name", "re-save the model with save_pretrained")
+    return regular_file_inside_model(directory, name)
 
 
 def read_config(directory: Path) -> dict[str, Any]:
@@ -456,27 +474,6 @@ def check_against_base(base: BaseModel, model: FinetunedModel) -> None:
 #: Files of the base copied into a full-CLIP output (configuration, tokenizer, processor).
 FULL_CLIP_FILES = ("config.json", "preprocessor_config.json", "processor_config.json", "tokenizer.json",
                    "tokenizer_config.json", "vocab.json", "merges.txt", "special_tokens_map.json", "added_tokens.json")
-
-
-def file_inside_model(model_dir: Path, name: str) -> Path:
-    """``model_dir / name`` once it is known to resolve inside the model's own folder, or inside the model's own
-    Hub-cache entry (a snapshot's files link into the entry's ``blobs/``): a link elsewhere would copy any file
-    of the machine into an output, and from there onto the Hub.
-
-    Raises:
-        CheckpointError: the file links out of the model.
-    """
-    path = Path(model_dir) / name
-    target = path.resolve()
-    folder = Path(model_dir).resolve()
-    allowed = [folder]
-    if folder.parent.name == "snapshots":  # <cache>/models--org--name/snapshots/<sha>: the entry holds the blobs
-        allowed.append(folder.parent.parent)
-    if not any(target == a or a in target.parents for a in allowed):
-        raise CheckpointError(f"{str(path)!r} links outside its model ({str(target)!r}); it is not copied",
-                              "replace the link by the file itself (hfdistac never copies a file from outside a "
-                              "model's folder into an output)")
-    return path
 
 
 def save_full_clip(directory: Path, base_dir: Path, weights: Weights, metadata: dict[str, str] | None = None) -> None:

@@ -48,7 +48,7 @@ _WRITE_HINT = ("log in with `hf auth login` or set HF_TOKEN to a token with writ
 
 
 # --------------------------------------------------------------------------------------------- references
-from .references import is_local_reference  # noqa: E402 - re-exported: hfdistac.hub.is_local_reference
+from .references import is_local_reference, regular_file_inside_model  # noqa: E402, F401 - re-exported
 
 
 def parse_reference(ref: str) -> tuple[str, str | None]:
@@ -171,6 +171,8 @@ def _resolve_local(ref: str) -> ResolvedModel:
                                      hint="pass the directory that holds config.json and the *.safetensors weights")
     path = path.resolve()
     weights = sorted(path.glob("*.safetensors")) + sorted(path.glob("*.safetensors.index.json"))
+    # hashed below: each must be a regular file of the folder (a link to /dev/zero would be read forever)
+    weights = [regular_file_inside_model(path, p.name) for p in weights]
     pickle_only = False
     if not any(p.suffix == ".safetensors" for p in weights):
         weights = sorted(p for p in path.iterdir() if p.is_file() and p.suffix in PICKLE_SUFFIXES)

@@ -124,6 +124,9 @@ def _check_task_types(path: Path, i: int, task: dict) -> None:
 
 #: What a name from a recipe (a task's, the recipe's) may be: it becomes a file or folder name (scratch files,
 #: output folders, repo names), so never a path, never hidden, at most 96 characters.
+#: Most tasks a recipe may have (TALL-20 has 20; each task's vector and evaluation data take disk and memory).
+MAX_TASKS = 256
+
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,95}")
 
 
@@ -168,6 +171,9 @@ def load_recipe(path: str | Path) -> Recipe:
     tasks_raw = raw.get("tasks")
     if not isinstance(tasks_raw, list) or not tasks_raw:
         raise InputError(f"recipe {str(p)!r} needs a non-empty 'tasks' list")
+    if len(tasks_raw) > MAX_TASKS:  # each task holds a task vector on disk and a head and splits in memory
+        raise InputError(f"recipe {str(p)!r} has {len(tasks_raw):,} tasks; hfdistac merges at most {MAX_TASKS}",
+                         "split the recipe (the largest benchmarks, TALL-20, have 20 tasks)")
     folder = p.parent.resolve()
     tasks: list[RecipeTask] = []
     for i, t in enumerate(tasks_raw):

@@ -264,3 +264,26 @@ def test_nothing_uploaded_names_a_local_path(hub_env, tiny, tmp_path, capsys):
     local, remote = load_file(str(out / "model.safetensors")), load_file(str(pushed))
     assert local.keys() == remote.keys() and all(local[k].equal(remote[k]) for k in local)
     assert json.loads(files["report.json"])["base"] == "base"
+
+
+def test_weights_that_are_devices_or_escape_the_model_are_refused(tiny, tmp_path, capsys):
+    """A model.safetensors that links to a device (read forever) or a shard index naming a file outside the
+    folder: one clear line, at once; a recipe of 10,000 tasks likewise."""
+    import json
+
+    device = tmp_path / "device"
+    shutil.copytree(tiny.ft_a, device)
+    (device / "model.safetensors").unlink()
+    (device / "model.safetensors").symlink_to("/dev/zero")
+    escape = tmp_path / "escape"
+    shutil.copytree(tiny.ft_a, escape)
+    (escape / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {"x": "../../secret.safetensors"}}))
+    for model in (device, escape):
+        code, _, err = run_cli(capsys, "inspect", model, tiny.ft_b, "--base", tiny.base, "--data", "none", "none",
+                               "--no-progress")
+        assert code == 2 and ("not a plain file name" in err or "links outside" in err), err
+    many = tmp_path / "many.yaml"
+    many.write_text(yaml.safe_dump({"format": "hfdistac.recipe.v1", "name": "many", "base": str(tiny.base),
+                                    "tasks": [{"name": f"t{i}", "model": str(tiny.ft_a)} for i in range(10_000)]}))
+    code, _, err = run_cli(capsys, "merge", many, "--alpha", "0.3", "--weights-only", "--output", tmp_path / "o")
+    assert code == 2 and "10,000 tasks" in err and not (tmp_path / "o").exists()
