@@ -184,7 +184,8 @@ class CommonEvalOptions:
     """Evaluation options shared by the commands that run a model over images."""
 
     split: str = field(default="test", metadata=_h(
-        "dataset split to measure on: train, test, validation (a seeded 10%% of train) or any stored split"))
+        "dataset split to measure on: train, test, validation (the stored one, else a seeded 10%% of train), "
+        "validation-from-train (always the seeded 10%%) or any stored split"))
     limit: int | None = field(default=512, metadata=_h("use at most this many images per dataset (0 = all)",
                                                        ge=0, zero_means_none=True, note="0 = all"))
     batch_size: int = field(default=64, metadata=_h("images per evaluation batch", ge=1))

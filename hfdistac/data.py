@@ -5,11 +5,12 @@ a directory of parquet files laid out like a Hub repo (``data/train-*.parquet``)
 ``save_to_disk`` directory, or a single ``.parquet`` file. The image column is the first ``Image`` feature
 and the label column the first ``ClassLabel`` unless given.
 
-Splits: ``train`` and ``test`` as stored, plus ``validation``: a seeded 10 % of ``train`` (at most 5,000
-images) used for model selection, and ``train-val`` (train minus that validation part). A dataset that has
-its own ``validation`` split still gets the seeded one, so numbers are comparable across tasks. The rows are
-a function of the row count only (:func:`validation_rows`), so a local copy, a Hub download and a Hub stream
-of the same data hold out the same rows.
+Splits: any stored split by its name. Two are derived from ``train``: ``validation-from-train``, a seeded
+10 % of it (at most 5,000 images) used for model selection, and ``train-val`` (train minus that part).
+``validation`` is the dataset's stored validation split when it has one (FusionBench scores food101 there),
+else ``validation-from-train``. The derived rows are a function of the row count only
+(:func:`validation_rows`), so a local copy, a Hub download and a Hub stream of the same data hold out the same
+rows.
 
 A Hub dataset is read at one commit: its revision (branch, tag or default) is resolved to a SHA once per
 process and every read of it uses that SHA (:func:`dataset_revision`), which runs record.

@@ -674,8 +674,6 @@ def scrub_secrets(text: str, token: str | bool | None = None) -> str:
     return _TOKEN_RE.sub("hf_***", text)
 
 
-_scrub = scrub_secrets  # the name the Hub errors above use
-
 
 def _first_line(err: BaseException) -> str:
     server = getattr(err, "server_message", None)

@@ -13,9 +13,9 @@ Format (YAML, ``format: hfdistac.recipe.v1``; relative paths resolve against the
         dataset: ufldl-stanford/svhn
         dataset_config: cropped_digits              # optional
         train_split: train                          # optional, default train
-        val_split: validation                       # optional, default validation: the seeded 10 % of
-                                                    #   train_split (hfdistac.data); name a stored split
-                                                    #   the models never saw to use it instead
+        val_split: validation                       # optional, default validation: the stored one, else
+                                                    #   the seeded 10 % of train (validation-from-train:
+                                                    #   always that); or any stored split (hfdistac.data)
         test_split: test                            # optional, default test
         templates: [...]                            # optional prompt templates (each with {c})
         image_column: img                           # optional: default, the first Image feature
