@@ -209,13 +209,17 @@ def markdown_cell(text: object) -> str:
     return " ".join(out.split())
 
 
+def _longest_backtick_run(text: str) -> int:
+    import re
+
+    return max((len(m) for m in re.findall(r"`+", text)), default=0)
+
+
 def code_span(text: object) -> str:
     """Inline code for a card (``path``), safe in a table cell: delimited by more backticks than the text holds,
     ``|`` escaped (GitHub tables split cells on it before reading code spans)."""
-    import re
-
     body = str(text).replace("|", "\\|").replace("\n", " ")
-    longest = max((len(m) for m in re.findall(r"`+", body)), default=0)
+    longest = _longest_backtick_run(body)
     fence = "`" * (longest + 1)
     pad = " " if longest else ""
     return f"{fence}{pad}{body}{pad}{fence}"
@@ -224,9 +228,6 @@ def code_span(text: object) -> str:
 def code_block(text: object, language: str = "") -> str:
     """A fenced code block whose fence no line of ``text`` can close (longer than any run of backticks in it): a
     recipe description holding a fence stays inside the block."""
-    import re
-
     body = str(text)
-    longest = max((len(m) for m in re.findall(r"`+", body)), default=0)
-    fence = "`" * max(3, longest + 1)
+    fence = "`" * max(3, _longest_backtick_run(body) + 1)
     return f"{fence}{language}\n{body}\n{fence}"

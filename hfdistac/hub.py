@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from .errors import CheckpointError, HfDistacError, HubError, InputError, ReferenceNotFoundError
+from .references import is_local_reference, regular_file_inside_model  # noqa: F401 - hub.is_local_reference
 
 logger = logging.getLogger(__name__)
 
@@ -48,9 +49,6 @@ _WRITE_HINT = ("log in with `hf auth login` or set HF_TOKEN to a token with writ
 
 
 # --------------------------------------------------------------------------------------------- references
-from .references import is_local_reference, regular_file_inside_model  # noqa: E402, F401 - re-exported
-
-
 def parse_reference(ref: str) -> tuple[str, str | None]:
     """Split a Hub reference ``repo_id[@revision]`` into its repo id and revision.
 

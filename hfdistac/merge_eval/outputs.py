@@ -147,24 +147,19 @@ def merge_card(report: dict, repo: str | None = None, subfolder: str | None = No
     """
     import yaml
 
-    from ..cards import accuracy_result, inherited_license, is_hub_id, public_name, render_card
+    from ..cards import accuracy_result, is_hub_id, public_name, render_card
     from ..merging import MERGE_METHODS
 
     res = report["results"][0]
     method = MERGE_METHODS[res["method"]]
-    datasets = [t.get("dataset") for t in report["recipe"]["tasks"] if t.get("dataset")]
     task_rows = {r["name"]: r for r in res.get("tasks", [])}
     evals = [accuracy_result(t.get("dataset") or t["name"], None, t.get("test_split", "test"),
                              task_rows[t["name"]]["accuracy"], label=t["name"], config=t.get("dataset_config"))
              for t in report["recipe"]["tasks"] if t["name"] in task_rows]
     sources = [s["reference"] for s in report["sources"]]
-    hub_sources = [s.split("@")[0] for s in sources if is_hub_id(s)]
     model_name = f"{report['recipe'].get('name', 'merge')}-{res['method']}"
     card_data = dict(
-        base_model=hub_sources or None, base_model_relation="merge" if hub_sources else None,
-        license=inherited_license([{"license": s.get("license")} for s in report["sources"]]),
-        datasets=list(dict.fromkeys(d.split("@")[0] for d in datasets if is_hub_id(d))) or None,
-        library_name="transformers",
+        **_lineage_metadata(report), library_name="transformers",
         pipeline_tag="zero-shot-image-classification" if full_clip else "image-feature-extraction",
         tags=["hfdistac", res["method"], "task-vector", "model-merging", "clip"], model_name=model_name,
         eval_results=evals or None,
@@ -186,25 +181,31 @@ def merge_card(report: dict, repo: str | None = None, subfolder: str | None = No
         "recipe_yaml": yaml.safe_dump(_public_recipe(report["recipe"]), sort_keys=False).strip()})
 
 
+def _lineage_metadata(report: dict) -> dict:
+    """A merge card's lineage metadata: the Hub sources (``base_model``, relation ``merge``), the license they agree
+    on, and the Hub datasets (local ones never go into metadata)."""
+    from ..cards import inherited_license, is_hub_id
+
+    hub_sources = [s["reference"].split("@")[0] for s in report["sources"] if is_hub_id(s["reference"])]
+    datasets = [t["dataset"] for t in report["recipe"]["tasks"] if t.get("dataset")]
+    return {"base_model": hub_sources or None, "base_model_relation": "merge" if hub_sources else None,
+            "license": inherited_license([{"license": s.get("license")} for s in report["sources"]]),
+            "datasets": list(dict.fromkeys(d.split("@")[0] for d in datasets if is_hub_id(d))) or None}
+
+
 def merge_overview_card(report: dict, repo: str, full_clip: bool = False) -> str:
     """The README card at the root of a several-method merge (``--method all`` or a list): every method's row, and
     how to load each method's folder. Metadata as :func:`merge_card`'s, without a ``model-index`` (each method's
     folder carries its own)."""
     import yaml
 
-    from ..cards import inherited_license, is_hub_id, public_name, render_card
+    from ..cards import public_name, render_card
     from ..merging import MERGE_METHODS
 
-    hub_sources = [s["reference"].split("@")[0] for s in report["sources"] if is_hub_id(s["reference"])]
-    datasets = [t.get("dataset") for t in report["recipe"]["tasks"] if t.get("dataset")]
     methods = [{"name": r["method"], "pretty_name": MERGE_METHODS[r["method"]].pretty_name, "alpha": r["alpha"]}
                for r in report["results"]]
-    card_data = dict(
-        base_model=hub_sources or None, base_model_relation="merge" if hub_sources else None,
-        license=inherited_license([{"license": s.get("license")} for s in report["sources"]]),
-        datasets=list(dict.fromkeys(d.split("@")[0] for d in datasets if is_hub_id(d))) or None,
-        library_name="transformers", tags=["hfdistac", "task-vector", "model-merging", "clip",
-                                           *(m["name"] for m in methods)])
+    card_data = dict(**_lineage_metadata(report), library_name="transformers",
+                     tags=["hfdistac", "task-vector", "model-merging", "clip", *(m["name"] for m in methods)])
     alphas = {r.get("alpha_selection", "") for r in report["results"]}
     return render_card("merge_overview_card.md.j2", {
         "card_data": card_data, "title": f"{report['recipe'].get('name', 'merge')}: {len(methods)} merges of "
