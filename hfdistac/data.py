@@ -405,19 +405,30 @@ class _Preprocessed(torch.utils.data.IterableDataset):
     """Batches of ``pixel_values`` (and ``labels``) from an HF dataset, preprocessed in the workers."""
 
     def __init__(self, ds, processor, image_column: str, label_column: str | None, batch_size: int,
-                 limit: int | None, drop_last: bool, spec: DatasetSpec, split: str, compact: bool = False):
+                 limit: int | None, drop_last: bool, spec: DatasetSpec, split: str, compact: bool = False,
+                 part: tuple[int, int] | None = None, with_rows: bool = False):
         super().__init__()
         self.ds, self.processor, self.spec, self.split = ds, processor, spec, split
         self.codec = PixelCodec(processor) if compact else None
         self.image_column, self.label_column = image_column, label_column
         self.batch_size, self.limit, self.drop_last = batch_size, limit, drop_last
+        self.part, self.with_rows = part, with_rows
+        self.row_map: list[int] | None = None  # selected rows of the split (map-style data with a part)
+        if part is not None and part[1] > 1 and hasattr(ds, "select") and hasattr(ds, "__len__"):
+            from .distributed import own_batches
+
+            n = len(ds) if limit is None else min(limit, len(ds))
+            batches = own_batches(-(-n // batch_size), *part)
+            self.row_map = [r for b in batches for r in range(b * batch_size, min((b + 1) * batch_size, n))]
+            self.ds, self.limit, self.part = ds.select(self.row_map), None, None  # only this process's rows decoded
 
     def _examples(self) -> Iterator[tuple[int, dict[str, Any]]]:
-        """``(row, example)`` of this worker's part; ``row`` counts in the split (map-style) or the stream."""
+        """``(row, example)`` of this worker's part; ``row`` counts in the split (map-style) or the stream (several
+        workers of a stream: ``row × workers + worker``, unique)."""
         import datasets
 
         ds = self.ds
-        start, step = 0, 1
+        start, step, stride, offset = 0, 1, 1, 0
         info = torch.utils.data.get_worker_info()
         if info is not None and info.num_workers > 1:
             # Each worker reads its own part. Map-style: strided indices; streaming: shards or every n-th.
@@ -426,6 +437,7 @@ class _Preprocessed(torch.utils.data.IterableDataset):
                 start, step = info.id, info.num_workers
             else:
                 ds = datasets.distributed.split_dataset_by_node(ds, rank=info.id, world_size=info.num_workers)
+                stride, offset = info.num_workers, info.id
         it = iter(ds)
         row = start
         while True:
@@ -435,22 +447,27 @@ class _Preprocessed(torch.utils.data.IterableDataset):
                 return
             except Exception as e:  # noqa: BLE001 - decoding happens while iterating
                 raise _image_error(self.spec, self.split, row, e) from None
-            yield row, ex
+            yield (self.row_map[row] if self.row_map is not None else row * stride + offset), ex
             row += step
 
     def __iter__(self):
         batch: list[tuple[int, dict[str, Any]]] = []
-        seen = 0
+        seen = number = 0
         for row, ex in self._examples():
             if self.limit is not None and seen >= self.limit:
                 break
             batch.append((row, ex))
             seen += 1
             if len(batch) == self.batch_size:
-                yield self._collate(batch)
-                batch = []
-        if batch and not self.drop_last:
+                if self._own(number):
+                    yield self._collate(batch)
+                batch, number = [], number + 1
+        if batch and not self.drop_last and self._own(number):
             yield self._collate(batch)
+
+    def _own(self, number: int) -> bool:
+        """Whether batch ``number`` is this process's (a stream read by several processes: every n-th batch)."""
+        return self.part is None or number % self.part[1] == self.part[0]
 
     def _collate(self, batch):
         rows = [r for r, _ in batch]
@@ -461,6 +478,8 @@ class _Preprocessed(torch.utils.data.IterableDataset):
         out = {"pixel_values": pixels}
         if self.label_column is not None:
             out["labels"] = torch.tensor([int(ex[self.label_column]) for ex in batch])
+        if self.with_rows:
+            out["rows"] = torch.tensor(rows, dtype=torch.long)
         return out
 
 
@@ -504,8 +523,8 @@ class ImageData:
                          self.image_column, self.label_column, self.class_names, self.revision)
 
     def loader(self, processor, batch_size: int, *, limit: int | None = None, num_workers: int = 0,
-               drop_last: bool = False, with_labels: bool = True, compact: bool = False
-               ) -> torch.utils.data.DataLoader:
+               drop_last: bool = False, with_labels: bool = True, compact: bool = False,
+               part: tuple[int, int] | None = None, with_rows: bool = False) -> torch.utils.data.DataLoader:
         """A DataLoader of preprocessed batches ``{"pixel_values", "labels"?}``.
 
         Args:
@@ -517,10 +536,15 @@ class ImageData:
             with_labels: Include labels when the dataset has them.
             compact: Yield :class:`PixelCodec`-encoded ``uint8`` crops (``PixelCodec(processor).decode`` gives
                 the exact ``pixel_values``), to keep batches in memory at a quarter of the size.
+            part: ``(rank, processes)``: only the batches process ``rank`` evaluates (every ``processes``-th batch
+                of the ``limit`` first rows, :func:`~hfdistac.distributed.own_batches`); of map-style data only
+                those rows are read.
+            with_rows: Add ``"rows"``, each image's row in the split (a stream read by several workers: a
+                unique position), to every batch.
         """
         label = self.label_column if with_labels else None
         ds = _Preprocessed(self.dataset, processor, self.image_column, label, batch_size, limit, drop_last,
-                           self.spec, self.split, compact)
+                           self.spec, self.split, compact, part, with_rows)
         # Each worker process decodes with one torch thread: workers are the parallelism, and several threads
         # per worker would oversubscribe the cores.
         return torch.utils.data.DataLoader(ds, batch_size=None, num_workers=num_workers, persistent_workers=False,

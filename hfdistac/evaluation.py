@@ -93,9 +93,13 @@ def autocast_context(device: torch.device, mixed_precision: str | None):
 
 @torch.no_grad()
 def predict(vision_model, head: Head, loader, *, device: torch.device | str = "cpu",
-            mixed_precision: str | None = None, progress: bool = False, desc: str = "evaluating"
-            ) -> tuple[torch.Tensor, torch.Tensor | None]:
+            mixed_precision: str | None = None, progress: bool = False, desc: str = "evaluating",
+            allow_empty: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Logits (and labels, when present) of a vision tower + head over a DataLoader of batches.
+
+    Args:
+        allow_empty: No batches give ``[0, C]`` logits and ``[0]`` labels (one process's empty share of a small
+            split) instead of an error.
 
     Returns:
         ``(logits [N, C] float32 on CPU, labels [N] or None)``.
@@ -125,6 +129,8 @@ def predict(vision_model, head: Head, loader, *, device: torch.device | str = "c
             all_labels.append(batch["labels"])
     vision_model.train(was_training)
     if not all_logits:
+        if allow_empty:
+            return torch.zeros((0, head.num_classes)), torch.zeros((0,), dtype=torch.long)
         raise DataError("no examples to evaluate", "check the dataset split and --limit")
     labels = torch.cat(all_labels) if all_labels else None
     return torch.cat(all_logits), labels
@@ -168,6 +174,9 @@ class CachedSplit:
     the splits together stay under it; a split that does not fit is preprocessed again on every pass. Images
     are cached as exact ``uint8`` crops (:class:`~hfdistac.data.PixelCodec`).
 
+    In several processes (:mod:`hfdistac.distributed`) each process holds and evaluates only its share of the
+    batches (every n-th); :func:`split_accuracy` gathers the logits back into row order.
+
     Args:
         data: The :class:`~hfdistac.data.ImageData` split.
         processor: The base model's image processor.
@@ -180,9 +189,12 @@ class CachedSplit:
     def __init__(self, data: ImageData, processor, batch_size: int, limit: int | None, num_workers: int,
                  budget: list[int]):
         self.data, self.processor = data, processor
+        from .distributed import world
+
         self.batch_size, self.limit, self.num_workers = batch_size, limit, num_workers
         self._cache: list[dict] | None = None
         self._budget = budget
+        self.part = world()
 
     def batches(self):
         """The batches ``{"pixel_values", "labels"?}`` of the split (an iterable; one decoded batch at a time).
@@ -199,7 +211,7 @@ class CachedSplit:
 
     def _fill(self, codec):
         loader = self.data.loader(self.processor, self.batch_size, limit=self.limit, num_workers=self.num_workers,
-                                  compact=codec.compact)
+                                  compact=codec.compact, part=self.part, with_rows=True)
         out, size, keep = [], 0, True
         for b in loader:
             size += b["pixel_values"].numel() * b["pixel_values"].element_size()
@@ -214,15 +226,31 @@ class CachedSplit:
 
 def split_accuracy(model, head: Head, split: CachedSplit, device, mixed_precision: str | None
                    ) -> tuple[float, torch.Tensor, torch.Tensor]:
-    """``(accuracy %, logits, labels)`` of a vision tower + head on a cached split.
+    """``(accuracy %, logits, labels)`` of a vision tower + head on a cached split, in the split's row order.
+
+    In several processes each runs its own batches and the logits are gathered, so every process returns the
+    whole split's numbers (:func:`~hfdistac.distributed.gather_rows`).
 
     Raises:
         InputError: when the split has no labels.
     """
+    from .distributed import gather_rows
     from .errors import InputError
     from .metrics import top1_accuracy
 
-    logits, labels = predict(model, head, split.batches(), device=device, mixed_precision=mixed_precision)
+    rows: list[torch.Tensor] = []
+
+    def batches():
+        for b in split.batches():
+            rows.append(b["rows"])
+            yield b
+
+    logits, labels = predict(model, head, batches(), device=device, mixed_precision=mixed_precision,
+                             allow_empty=split.part[1] > 1)
+    if labels is not None:
+        logits, labels = gather_rows([logits, labels], torch.cat(rows) if rows else torch.zeros(0, dtype=torch.long))
+        if not len(labels):
+            raise DataError("no examples to evaluate", "check the dataset split and --limit")
     if labels is None:
         raise InputError(f"dataset {split.data.spec.reference!r} has no labels; accuracy needs a labeled split")
     return top1_accuracy(logits, labels), logits, labels

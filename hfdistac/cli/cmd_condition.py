@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..conditioning.config import ConditionConfig
-from .main import Command
+from .main import Command, is_main_process
 
 EXAMPLES = """\
   # norm mismatch: shrink a long task vector to the mean norm of the other tasks, temperatures (10, 10)
@@ -36,9 +36,7 @@ def _run(cfg: ConditionConfig) -> int:
     from ..tables import table
 
     report = run_condition(cfg)
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized() and dist.get_rank() != 0:
+    if not is_main_process():
         return 0  # only the main process prints
     rows = []
     for label, suffix, norm in (("teacher θ₀+τ", "before", report["norm_before"]),

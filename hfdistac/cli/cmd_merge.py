@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 from ..merge_eval.config import MergeConfig
-from .main import Command
+from .main import Command, is_main_process
 
 
 def _run(cfg: MergeConfig) -> int:
     from ..merge_eval.pipeline import run_merge
 
     report = run_merge(cfg)
+    if not is_main_process():
+        return 0  # only the main process prints
+    if report.get("processes", 1) > 1:
+        print(f"evaluated on {report['processes']} processes")
     if report.get("table_markdown"):
         print(report["table_markdown"])
     for r in report["results"]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..pipeline.config import RunConfig
-from .main import Command
+from .main import Command, is_main_process
 
 
 def _run(cfg: RunConfig) -> int:
@@ -11,6 +11,8 @@ def _run(cfg: RunConfig) -> int:
     from ..pipeline.tables import table_markdown
 
     report = run_pipeline(cfg)
+    if not is_main_process():
+        return 0  # only the main process prints
     print(table_markdown(report))
     reused = sum(s["reused"] for s in report["stages"])
     print(f"\n{len(report['stages'])} stages ({reused} reused) in {report['total_seconds']:.1f} s; wrote {cfg.output} "

@@ -169,6 +169,47 @@ def _debug_traceback(error: BaseException, code: int) -> int:
     return code
 
 
+#: Commands that split their work over the processes of ``accelerate launch`` / ``torchrun``.
+MULTI_PROCESS_COMMANDS = ("condition", "merge", "run")
+
+
+def check_launch(command: str, environ=os.environ) -> None:
+    """Refuse a launch that asked for several processes and got one.
+
+    ``accelerate launch --num_processes N`` on a machine without several GPUs starts *one* process unless
+    ``--multi_gpu`` is given; it then sets ``MASTER_ADDR`` (it was asked for more than one) but no ``WORLD_SIZE``.
+
+    Raises:
+        InputError: that launch, with the command line that starts N processes.
+    """
+    from ..errors import InputError
+
+    launched = "ACCELERATE_MIXED_PRECISION" in environ and "MASTER_ADDR" in environ
+    if command in MULTI_PROCESS_COMMANDS and launched and "WORLD_SIZE" not in environ:
+        raise InputError(
+            "accelerate launch was asked for several processes (--num_processes > 1) but started only this one: "
+            "without --multi_gpu it starts one process unless it finds several GPUs",
+            f"on GPUs: accelerate launch --multi_gpu --num_processes N -m hfdistac.cli {command} ...; on CPUs: "
+            f"ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes N -m hfdistac.cli {command} ...; "
+            "or drop --num_processes for one process")
+
+
+def _launch_share() -> int:
+    """Under a launch of several processes on one machine: each process's share of the cores (the others are about
+    to be busy too, so the free cores would be counted before they start); else 0 (the default)."""
+    from ..runtime import available_cores
+
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)
+    return max(1, available_cores() // local) if local > 1 else 0
+
+
+def is_main_process() -> bool:
+    """Whether this process prints results (rank 0 of a launch, or the only process)."""
+    from ..distributed import is_main
+
+    return is_main()
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit status."""
     parser = build_parser()
@@ -178,8 +219,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     debug = os.environ.get("HFDISTAC_DEBUG", "") not in ("", "0")
     _configure_logging(args.verbose or debug)
+    if os.environ.get("RANK", "0") != "0":  # a launch's other processes: errors only, the main process reports
+        logging.getLogger("hfdistac").setLevel(logging.ERROR)
+        logging.getLogger("hfdistac.progress").setLevel(logging.ERROR)
     cmd: Command = args._command
     try:
+        check_launch(cmd.name)
         cfg = config_from_args(cmd.config_cls, args, args.config)
         if cmd.uses_torch:
             from ..errors import InputError
@@ -188,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
             release_freed_memory()
             if args.threads < 0:
                 raise InputError(f"--threads must be >= 0 (0 = the free cores), got {args.threads}")
-            set_threads(args.threads)
+            set_threads(args.threads or _launch_share())
         return cmd.run(cfg)
     except HfDistacError as e:
         if debug:

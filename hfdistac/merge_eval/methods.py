@@ -40,25 +40,52 @@ def unlabeled_batches(config: MergeConfig, base, tasks, train_data: Mapping[str,
                       batch_size: int, method: str) -> list[list[torch.Tensor]]:
     """Per task, ``images`` *unlabeled* images (labels are not even read) in batches of ``batch_size``, from a
     seeded shuffle of the task's ``train_split``, preprocessed once and kept in memory as exact ``uint8`` crops
-    (decode with ``PixelCodec(base.image_processor).decode``). In several processes (a ``torch.distributed``
-    group), every process takes its own shard."""
-    rank, world = 0, 1
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
+    (decode with ``PixelCodec(base.image_processor).decode``).
+
+    In several processes (:mod:`hfdistac.distributed`) the batches are the same as in one process and every
+    process keeps its own contiguous slice of each (:func:`~hfdistac.distributed.batch_slices`), so sums and
+    means over the processes equal one process's; a batch with fewer images than processes is left out."""
+    from ..distributed import world
+
+    rank, count = world()
     out, size = [], 0
     for task in tasks:
         data = train_data[task.name]
-        shuffled = dataclasses.replace(data, dataset=data.dataset.shuffle(seed=0)).shard(rank, world)
-        loader = shuffled.loader(base.image_processor, batch_size, limit=images, num_workers=config.num_workers,
-                                 with_labels=False, compact=True)
-        batches = [b["pixel_values"] for b in loader]
+        shuffled = dataclasses.replace(data, dataset=data.dataset.shuffle(seed=0))
+        batches = _own_slices(config, base, shuffled, images, batch_size, rank, count)
         if not batches:
             raise InputError(f"task {task.name!r}: the split {data.split!r} of {data.spec.reference!r} has no images "
-                             f"for {method}", "set the task's train_split to a split with unlabeled images")
+                             f"for {method}" + (f" (at least {count}, one per process)" if count > 1 else ""),
+                             "set the task's train_split to a split with unlabeled images")
         size += sum(b.numel() * b.element_size() for b in batches)
         out.append(batches)
     logger.info("%s: cached %d tasks x <= %d images (%.1f MB)", method, len(out), images, size / 2**20)
     return out
+
+
+def _own_slices(config: MergeConfig, base, data, images: int, batch_size: int, rank: int, count: int
+                ) -> list[torch.Tensor]:
+    """This process's slice of each of the first ``images`` rows' batches (all of them in one process)."""
+    from ..distributed import batch_slices
+
+    def load(d, limit, size):
+        return [b["pixel_values"] for b in d.loader(base.image_processor, size, limit=limit,
+                                                    num_workers=config.num_workers, with_labels=False, compact=True)]
+
+    if count == 1:
+        return load(data, images, batch_size)
+    if data.num_examples is None:  # a stream: every process reads the batches and keeps its slices
+        batches = [b for b in load(data, images, batch_size) if len(b) >= count]
+        return [b[lo:hi] for b, (lo, hi) in zip(batches, batch_slices([len(b) for b in batches], rank, count),
+                                                strict=True)]
+    total = min(images, data.num_examples)
+    sizes = [s for s in [batch_size] * (total // batch_size) + [total % batch_size] if s >= count]
+    slices = batch_slices(sizes, rank, count)
+    rows = [b * batch_size + i for b, (lo, hi) in enumerate(slices) for i in range(lo, hi)]
+    if not rows:
+        return []
+    flat = torch.cat(load(dataclasses.replace(data, dataset=data.dataset.select(rows)), None, batch_size))
+    return list(flat.split([hi - lo for lo, hi in slices]))
 
 
 #: Images per forward pass of SAMerging on the CPU when ``--sam-tasks-per-pass`` is not given: at ViT-B/32,
@@ -79,8 +106,14 @@ def samerging_data(config: MergeConfig, base, theta0: Mapping[str, torch.Tensor]
     """Build the :class:`~hfdistac.merging.samerging.SAMergingData` of a recipe: per task
     ``batches_per_task`` cached batches of ``sam_batch_size`` unlabeled images (:func:`unlabeled_batches`);
     ``module`` is lent to it to run the merged weights through (the evaluation model)."""
+    from ..distributed import world
     from ..merging.samerging import SAMergingData, SAMergingTask
 
+    count = world()[1]
+    if config.sam_batch_size % count:
+        raise InputError(f"--sam-batch-size {config.sam_batch_size} does not split evenly over {count} processes, so "
+                         "the averaged gradient would weight the processes' images unequally",
+                         f"choose a --sam-batch-size divisible by {count}")
     batches = unlabeled_batches(config, base, tasks, train_data, images=config.batches_per_task * config.sam_batch_size,
                                 batch_size=config.sam_batch_size, method="SAMerging")
     sam_tasks = [SAMergingTask(task.name, task.head, b) for task, b in zip(tasks, batches, strict=True)]
@@ -203,13 +236,21 @@ def merge_with(method_name: str, tvs, config: MergeConfig, merged: MergedModel |
         extra["device"] = str(merged.device)
     if method_name == "wudi":
         extra["progress"] = config.progress
-    tau = method(tvs, **params, **extra)
+    from ..distributed import world
+
+    processes = world()[1]
+    call = dict(params)
+    if method_name == "samerging" and processes > 1:  # each process holds its slice of every batch
+        call["batch_size"] = params["batch_size"] // processes
+    tau = method(tvs, **call, **extra)
     res: dict[str, Any] = {"method": method_name, "pretty_name": method.pretty_name, "paper_url": method.paper_url,
                            "params": {k: v for k, v in params.items() if not callable(v)}}
     learned = None
     if "result" in extra:
         learned = extra["result"]
         res.update(_learned_summary(learned))
+        if processes > 1:
+            res["params"].update(batch_size=params["batch_size"], batch_size_per_process=call["batch_size"])
     if chosen_lambdas is not None:
         res["tall_lambdas"] = chosen_lambdas
     return tau, res, learned

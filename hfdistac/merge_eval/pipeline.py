@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 from dataclasses import asdict
 from pathlib import Path
@@ -26,9 +27,11 @@ logger = logging.getLogger(__name__)
 
 
 def _new_report(recipe, base, sources) -> dict[str, Any]:
+    from ..distributed import world
+
     return {"recipe": recipe.to_dict(), "recipe_path": recipe.path, "base": recipe.base,
             "base_revision": base.resolved.revision, "task_names": [t.name for t in recipe.tasks],
-            "sources": [asdict(s) for s in sources], "results": []}
+            "sources": [asdict(s) for s in sources], "processes": world()[1], "results": []}
 
 
 def run_merge(config: MergeConfig) -> dict:
@@ -46,6 +49,7 @@ def run_merge(config: MergeConfig) -> dict:
     from ..runtime import apply_thread_policy
 
     apply_thread_policy()  # the command line's thread default, once per process
+    from .. import distributed
     from ..checkpoints import load_base
     from ..evaluation import resolve_device
     from ..outputs import OutputLock, check_destination, check_not_an_input, scratch_dir
@@ -56,15 +60,20 @@ def run_merge(config: MergeConfig) -> dict:
         check_not_an_input(config.output, [recipe.path, recipe.base, *(t.model for t in recipe.tasks),
                                            *(t.normalizer for t in recipe.tasks), *(t.dataset for t in recipe.tasks)])
         check_destination(config.output, config.overwrite)
-    device = resolve_device(config.device)
+    device = distributed.start(resolve_device(config.device))
+    main = distributed.is_main()
+    if not main:  # one process writes, pushes and shows progress; the others evaluate their share
+        config = dataclasses.replace(config, output=None, push_to=None, private=False, revision=None,
+                                     create_pr=False, commit_message=None, progress=False)
     base = load_base(recipe.base)
-    if len(recipe.tasks) < 2:
+    if len(recipe.tasks) < 2 and main:
         logger.warning("recipe %s has a single task: merging reduces to scaling its task vector", recipe.path)
     with OutputLock(config.output) if config.output else contextlib.nullcontext():
         if config.output:  # another run may have written it meanwhile
             check_destination(config.output, config.overwrite)
         with scratch_dir(config.output, "hfdistac-merge") as scratch:
             report = _merge_and_evaluate(config, recipe, base, device, scratch)
+    distributed.barrier()  # the output is in place before any process returns
     if config.push_to:
         from ..hub import push_folder
 

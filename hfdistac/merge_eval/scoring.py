@@ -173,6 +173,7 @@ def reference_rows(merged: MergedModel, base, report: dict, *, progress: bool = 
 
     from tqdm.auto import tqdm
 
+    from ..distributed import broadcast_values, is_main
     from ..errors import OutputError
     from ..evaluation import default_cache_dir
     from ..hub import resolve_model
@@ -195,13 +196,17 @@ def reference_rows(merged: MergedModel, base, report: dict, *, progress: bool = 
                                   task.head.class_names, task.head.templates, merged.mixed_precision,
                                   merged.device.type)
             cached = cache_dir / f"{key}.json"
-            if cached.is_file():
-                norm_acc[split_name][task.name] = json.loads(cached.read_text())["accuracy"]
+            # the main process's cache decides for every process: they all evaluate, or none does
+            found, value = broadcast_values(_read_cached_accuracy(cached) if is_main() else (0.0, 0.0))
+            if found:
+                norm_acc[split_name][task.name] = value
                 continue
             if model is None:
                 model = _normalizer_model(task.normalizer_ref, merged.device)
             acc, _, _ = split_accuracy(model, task.head, split, merged.device, merged.mixed_precision)
             norm_acc[split_name][task.name] = acc
+            if not is_main():
+                continue
             try:  # atomic: the demo's worker processes read and write this cache side by side
                 write_json(cached, {"accuracy": acc})
             except OutputError as e:
@@ -210,6 +215,21 @@ def reference_rows(merged: MergedModel, base, report: dict, *, progress: bool = 
     report["zero_shot"]["normalized_accuracy"] = normalize(zs_test["accuracy"], norm_acc["test"])
     report["zero_shot"]["mean_normalized_accuracy"] = mean(report["zero_shot"]["normalized_accuracy"].values())
     return norm_acc
+
+
+def _read_cached_accuracy(path) -> tuple[float, float]:
+    """``(1, accuracy)`` from a cached evaluation, ``(0, 0)`` when there is none or it is unreadable (a cache
+    hfdistac wrote is rebuilt, with a warning, never fatal)."""
+    if not path.is_file():
+        return 0.0, 0.0
+    try:
+        acc = json.loads(path.read_text(encoding="utf-8"))["accuracy"]
+        if isinstance(acc, (int, float)) and not isinstance(acc, bool) and math.isfinite(acc) and 0 <= acc <= 100:
+            return 1.0, float(acc)
+        raise ValueError(f"accuracy {acc!r} is not a percentage")
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        logger.warning("ignoring unreadable cached evaluation %s (%s); evaluating again", path, e)
+        return 0.0, 0.0
 
 
 def _normalizer_model(reference: str, device: torch.device):

@@ -206,8 +206,9 @@ class _GramHooks:
     def __init__(self, module: torch.nn.Module, prefix: str = ""):
         self.sums: dict[str, torch.Tensor] = {}
         self.counts: dict[str, int] = {}
-        self.handles = [m.register_forward_hook(self._hook(f"{prefix}{name}.weight"))
-                        for name, m in module.named_modules() if isinstance(m, torch.nn.Linear)]
+        self.linears = {f"{prefix}{name}.weight": m for name, m in module.named_modules()
+                        if isinstance(m, torch.nn.Linear)}
+        self.handles = [m.register_forward_hook(self._hook(key)) for key, m in self.linears.items()]
 
     def _hook(self, key: str):
         def hook(module, inputs, output):
@@ -220,10 +221,25 @@ class _GramHooks:
         return hook
 
     def grams(self) -> dict[str, torch.Tensor]:
-        """The mean Gram matrix (Σ x xᵀ / tokens) of every hooked layer, on the CPU."""
+        """The mean Gram matrix (Σ x xᵀ / tokens) of every hooked layer, on the CPU.
+
+        In several processes (each ran its share of the images) the sums and token counts are added up over the
+        processes first, so every process gets the Grams of all the images."""
+        from ..distributed import all_reduce_sum, world
+
         for h in self.handles:
             h.remove()
         sums, self.sums = self.sums, {}
+        if world()[1] > 1:
+            for key, m in self.linears.items():  # the same keys, in the same order, on every process
+                w = m.weight
+                total = sums.get(key)
+                if total is None:
+                    total = sums[key] = torch.zeros((w.shape[1], w.shape[1]), device=w.device)
+                all_reduce_sum(total)
+                count = torch.tensor([float(self.counts.get(key, 0))], dtype=torch.float64, device=w.device)
+                self.counts[key] = int(all_reduce_sum(count)[0])
+            sums = {k: v for k, v in sums.items() if self.counts[k]}
         return {k: sums.pop(k).div_(self.counts[k]).cpu() for k in list(sums)}
 
 
