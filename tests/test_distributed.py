@@ -126,3 +126,40 @@ def test_two_processes_merge_like_one(tiny, tmp_path):
             if method == "samerging":
                 assert a["loss_history"] == pytest.approx(b["loss_history"], rel=1e-4)
     assert r1["results"][2].get("tall_lambdas") == r2["results"][2].get("tall_lambdas")
+
+
+@pytest.mark.slow
+def test_two_processes_run_like_one(tiny, tmp_path):
+    """``hfdistac run`` under accelerate launch: one diagnosis, the flagged task conditioned across both processes,
+    both merges evaluated across both; the same table as one process, and a second launch reuses every stage."""
+    from tests.test_run import FAST, _recipe
+
+    recipe = _recipe(tmp_path, tiny)
+    env = dict(_env(), ACCELERATE_USE_CPU="1")
+    one = subprocess.run([sys.executable, "-m", "hfdistac.cli.main", "run", str(recipe), *FAST, "--threads", "1",
+                          "--output", str(tmp_path / "one")], capture_output=True, text=True, env=env, timeout=300)
+    assert one.returncode == 0, one.stderr[-3000:]
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "0",
+              "-m", "hfdistac.cli.main", "run", str(recipe), *FAST, "--output", str(tmp_path / "two")]
+    two = subprocess.run(launch, capture_output=True, text=True, env=env, timeout=300)
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert two.stdout.count("stages (") == 1  # only the main process prints
+    r1, r2 = (json.loads((tmp_path / d / "run.json").read_text()) for d in ("one", "two"))
+    assert (r1["processes"], r2["processes"]) == (1, 2)
+    assert r1["diagnosis"] == r2["diagnosis"]
+    assert list(r1["conditioned"]) == list(r2["conditioned"]) and "ft_long" in r2["conditioned"]
+    for name, c1 in r1["conditioned"].items():  # each conditioned across both processes, the same to rounding
+        assert r2["conditioned"][name]["norm_after"] == pytest.approx(c1["norm_after"], rel=1e-4)
+    merge2 = json.loads((tmp_path / "two" / "merges" / "distac" / "report.json").read_text())
+    assert merge2["processes"] == 2
+    for scenario in ("original", "distac"):  # "original": the same models, so the same numbers exactly
+        m1, m2 = (json.loads((tmp_path / d / "merges" / scenario / "report.json").read_text()) for d in ("one", "two"))
+        for a, b in zip(m1["results"], m2["results"], strict=True):
+            assert a["alpha"] == b["alpha"], (scenario, a["method"])
+            if scenario == "original":
+                assert [t["accuracy"] for t in a["tasks"]] == [t["accuracy"] for t in b["tasks"]]
+    again = subprocess.run(launch, capture_output=True, text=True, env=env, timeout=300)
+    assert again.returncode == 0, again.stderr[-3000:]
+    stages = json.loads((tmp_path / "two" / "run.json").read_text())["stages"]
+    assert all(s["reused"] for s in stages), stages

@@ -54,20 +54,33 @@ def fingerprint(stage: str, settings: dict[str, Any], inputs: list[str | None]) 
     return hashlib.sha256(doc.encode()).hexdigest()
 
 
-def reuse_or_run(out: Path, key: str | None, overwrite: bool, run: Callable[[], Any]) -> dict:
+def reuse_or_run(out: Path, key: str | None, overwrite: bool, run: Callable[[], Any], *,
+                 collective: bool = True) -> dict:
     """The stage's ``report.json`` in ``out`` when it was made with fingerprint ``key`` (and ``overwrite`` is off),
-    else ``run()`` (which writes ``out``), after which ``key`` is recorded there. ``key=None``: reuse any report."""
+    else ``run()`` (which writes ``out``), after which ``key`` is recorded there. ``key=None``: reuse any report.
+
+    In several processes (``accelerate launch``) the main process decides, for all, whether the stage is reused; a
+    ``collective`` stage (conditioning, merging: each process does its share) is then run by every process, any
+    other (the diagnosis) by the main process alone while the others wait and read its report."""
+    from ..distributed import barrier, broadcast_values, is_main, world
+
     report, stage = out / "report.json", out / STAGE_FILE
-    if report.is_file() and not overwrite:
+    reuse = False
+    if is_main() and report.is_file() and not overwrite:
         recorded = json.loads(stage.read_text()).get("key") if stage.is_file() else None
-        if key is None or recorded == key:
-            return json.loads(report.read_text())
-        logger.info("%s: its inputs or settings changed since it was made; running it again", out)
-    result = run()
-    if key is not None and out.is_dir():
+        reuse = key is None or recorded == key
+        if not reuse:
+            logger.info("%s: its inputs or settings changed since it was made; running it again", out)
+    if world()[1] > 1:
+        reuse = bool(broadcast_values([float(reuse)])[0])
+    if reuse:
+        return json.loads(report.read_text())
+    result = run() if collective or is_main() else None
+    if is_main() and key is not None and out.is_dir():
         tmp = out / f".{STAGE_FILE}.{os.getpid()}.tmp"
         tmp.write_text(json.dumps({"key": key}))
         tmp.replace(stage)
+    barrier()
     return result if isinstance(result, dict) else json.loads(report.read_text())
 
 
@@ -82,7 +95,8 @@ def diagnose(recipe: Path, out: Path, *, progress: bool, overwrite: bool = False
     key = fingerprint("inspect", {"limit": limit}, [str(recipe), r.base, *[t.model for t in r.tasks],
                                                      *[t.dataset for t in r.tasks]])
     return reuse_or_run(out, key, overwrite, lambda: run_inspect(InspectConfig(
-        models=[str(recipe)], output=str(out), overwrite=True, progress=progress, limit=limit)).to_dict())
+        models=[str(recipe)], output=str(out), overwrite=True, progress=progress, limit=limit)).to_dict(),
+        collective=False)
 
 
 def flagged(diagnosis: dict, flags: str | tuple[str, ...], root: Path) -> dict[str, tuple[dict, Path]]:
@@ -129,10 +143,14 @@ def write_recipe(recipe_path: Path, replacements: dict[str, str], out: Path, nam
             t["model"] = str(new.resolve()) if new.exists() else str(new)  # usable from any directory
     d["name"] = name
     d["description"] = description
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    tmp.write_text(yaml.safe_dump(d, sort_keys=False))
-    tmp.replace(out)
+    from ..distributed import barrier, is_main
+
+    if is_main():  # one process writes; the others wait for it
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+        tmp.write_text(yaml.safe_dump(d, sort_keys=False))
+        tmp.replace(out)
+    barrier()
     return out
 
 

@@ -20,6 +20,8 @@ recipe does no conditioning or merging; ``--overwrite`` redoes them.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import logging
 import time
 from pathlib import Path
@@ -105,19 +107,27 @@ def run_pipeline(config: RunConfig) -> dict:
         accuracies, absolute and normalised, with and without DisTaC), ``stages`` (seconds, reused or run),
         ``outputs`` and, with ``--push-to``, ``pushed``.
     """
+    from .. import distributed
+    from ..evaluation import resolve_device
     from ..outputs import OutputLock
     from ..recipe import load_recipe
     from ..runtime import apply_thread_policy
 
     apply_thread_policy()
+    distributed.start(resolve_device("auto"))  # under accelerate launch: every stage uses every process
+    main = distributed.is_main()
+    if not main:  # progress bars and the push are the main process's
+        config = dataclasses.replace(config, progress=False)
     recipe_path = Path(config.recipe).expanduser().resolve()
     recipe = load_recipe(recipe_path)
     methods = config.methods
     root = Path(config.output).expanduser().resolve()
     inputs = [recipe.base, *[t.model for t in recipe.tasks], *[t.dataset for t in recipe.tasks if t.dataset]]
     stages, start = _Stages(), time.perf_counter()
-    with OutputLock(root):
-        _claim_output(root, [str(recipe_path), *inputs])
+    with OutputLock(root) if main else contextlib.nullcontext():
+        if main:
+            _claim_output(root, [str(recipe_path), *inputs])
+        distributed.barrier()
         diagnosis = stages("inspect", root / "inspect", lambda: chain.diagnose(
             recipe_path, root / "inspect", progress=config.progress, overwrite=config.overwrite,
             limit=config.inspect_limit))
@@ -141,12 +151,15 @@ def run_pipeline(config: RunConfig) -> dict:
         report = _report(config, recipe, diagnosis, targets, conditioned, merges, methods, root)
         report["stages"] = stages.rows
         report["total_seconds"] = round(time.perf_counter() - start, 2)
-        _write(root, report, config)
-    if config.push_to:
+        report["processes"] = distributed.world()[1]
+        if main:
+            _write(root, report, config)
+    if config.push_to and main:
         from .publish import publish_run
 
         report["pushed"] = publish_run(root, report, config)
         _write(root, report, config)
+    distributed.barrier()
     return report
 
 
