@@ -1,5 +1,6 @@
-"""GPU check at ViT-B/32 size: DisTaC in bf16 (one process and ``accelerate launch`` over every GPU), evaluation
-and a TSV-M merge on the GPU; prints images/s, an MFU estimate and peak GPU memory as one table.
+"""GPU check at ViT-B/32 size: DisTaC in bf16 (one process and ``accelerate launch`` over every GPU), evaluation,
+``merge`` with its evaluation on 1 and on every GPU (same α and accuracies?), ``run`` end to end on 1 and on every
+GPU, and a TSV-M merge on the GPU; prints images/s, an MFU estimate and peak GPU memory as one table.
 
 Run by ``benchmarks/device_check.sh`` (which installs what the GPU machine lacks); on its own::
 
@@ -114,6 +115,61 @@ def check_condition(w: Path, processes: int, steps: int, batch: int, out: Path, 
     return {**report["timing"], "wall_s": wall, "num_processes": report.get("num_processes", processes)}
 
 
+def _command(processes: int, device: str, args: list[str]) -> tuple[list[str], dict]:
+    """The command line (and environment) of ``hfdistac ARGS`` in ``processes`` processes."""
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    if processes == 1:
+        return [sys.executable, "-m", "hfdistac.cli", *args], env
+    if device == "cpu":
+        env["ACCELERATE_USE_CPU"] = "1"
+    return [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(processes),
+            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "0",
+            "-m", "hfdistac.cli.main", *args], env
+
+
+def check_merge(w: Path, processes: int, tasks: int, limit: int, out: Path, device: str) -> dict:
+    """``hfdistac merge --method task_arithmetic,tsvm --calibrate`` of the look-alike recipe, evaluated on
+    ``processes`` processes (the evaluation split across them); its report and wall time."""
+    recipe = _bench_real_size()._merge_recipe(w, tasks)
+    args = ["merge", str(recipe), "--method", "task_arithmetic,tsvm", "--calibrate", "--val-limit", str(limit),
+            "--test-limit", str(limit), "--batch-size", "128", "--device", device, "--output", str(out),
+            "--overwrite", "--no-progress"]
+    cmd, env = _command(processes, device, args)
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    wall = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise SystemExit(f"merge ({processes} process(es)) failed:\n{proc.stderr[-3000:]}")
+    return {"wall_s": wall, "report": json.loads((out / "report.json").read_text())}
+
+
+def same_merge(a: dict, b: dict) -> str:
+    """Whether two merge reports chose the same α and counted the same accuracies."""
+    ra, rb = a["report"], b["report"]
+    same = all(x["alpha"] == y["alpha"] and [t["accuracy"] for t in x["tasks"]] == [t["accuracy"] for t in y["tasks"]]
+               for x, y in zip(ra["results"], rb["results"], strict=True))
+    return "identical alpha and accuracies" if same else "DIFFERENT from 1 process"
+
+
+def check_run(w: Path, processes: int, steps: int, out: Path, device: str) -> dict:
+    """``hfdistac run`` of the look-alike recipe (its long task vector is flagged and conditioned) on
+    ``processes`` processes; wall time and stages."""
+    import shutil
+
+    shutil.rmtree(out, ignore_errors=True)
+    recipe = _bench_real_size()._merge_recipe(w, 3)
+    args = ["run", str(recipe), "--output", str(out), "--method", "task_arithmetic,tsvm", "--condition-steps",
+            str(steps), "--inspect-limit", "64", "--no-progress"]
+    cmd, env = _command(processes, device, args)
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    wall = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise SystemExit(f"run ({processes} process(es)) failed:\n{proc.stderr[-3000:]}")
+    report = json.loads((out / "run.json").read_text())
+    return {"wall_s": wall, "stages": report["stages"], "conditioned": list(report["conditioned"])}
+
+
 def check_tsvm(w: Path, device, tasks: int) -> dict:
     """TSV-M of ``tasks`` look-alike task vectors with the decompositions on ``device``."""
     import torch
@@ -174,6 +230,20 @@ def main() -> None:
         rows.append((f"condition, bf16, {procs} process(es), {steps} steps x {batch}", f"{r['images_per_s']:.0f}",
                      mfu(r["images_per_s"], 4 * fwd), r.get("peak_device_memory_mb"),
                      f"wall {r['wall_s']:.0f} s, teacher cache {r['teacher_cache_s']:.1f} s, train {r['train_s']:.1f} s"))
+    limit = 64 if a.quick else 2048
+    merges = {}
+    for procs in sorted({1, n_gpus}):
+        merges[procs] = check_merge(a.workdir, procs, 3, limit, a.workdir / f"merge-{procs}", a.device)
+        images = sum(len(r["alpha_curve"]) + 1 for r in merges[procs]["report"]["results"]) * 3 * limit
+        rows.append((f"merge TA+TSV-M, 3 tasks x {limit} val/test images, {procs} process(es)",
+                     f"{images / merges[procs]['wall_s']:.0f}", "", None,
+                     f"wall {merges[procs]['wall_s']:.0f} s (process start included); "
+                     + (same_merge(merges[1], merges[procs]) if procs > 1 else "the reference")))
+    for procs in sorted({1, n_gpus}):
+        r = check_run(a.workdir, procs, steps, a.workdir / f"run-{procs}", a.device)
+        rows.append((f"run, 3 tasks ({', '.join(r['conditioned']) or 'none'} conditioned, {steps} steps), "
+                     f"{procs} process(es)", "", "", None,
+                     f"wall {r['wall_s']:.0f} s: " + ", ".join(f"{s['stage']} {s['seconds']:.0f} s" for s in r["stages"])))
     ts = check_tsvm(a.workdir, device, tasks)
     rows.append((f"TSV-M merge, {tasks} tasks, on {device.type}", "", "", ts["peak_gpu_mb"], f"{ts['seconds']:.1f} s"))
     print(f"\nMFU against {peak / 1e12:.0f} TFLOP/s dense bf16; a ViT-B/32 forward pass = {fwd / 1e9:.2f} GFLOP/image"

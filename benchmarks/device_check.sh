@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # GPU check at ViT-B/32 size (benchmarks/device_check.py: DisTaC in bf16 with one process and under
-# `accelerate launch` over every GPU, evaluation and TSV-M on the GPU; images/s, MFU, peak GPU memory).
+# `accelerate launch` over every GPU, evaluation, merge and run on 1 and on every GPU (same results?), TSV-M on the
+# GPU; images/s, MFU, peak GPU memory).
 #
 # Made for a GPU machine that has torch, transformers, accelerate, huggingface_hub and safetensors but no
 # `datasets` and no network. Beforehand, on a machine with network, fill the ignored folder .whl/ (it travels

@@ -36,6 +36,13 @@ def start(device: torch.device) -> torch.device:
     return device
 
 
+def local_device_index() -> int | None:
+    """This process's GPU index on its machine under a multi-GPU launch (``None`` on CPUs or in one process)."""
+    if world()[1] > 1 and torch.cuda.is_available() and torch.distributed.get_backend() == "nccl":
+        return torch.cuda.current_device()
+    return None
+
+
 def world() -> tuple[int, int]:
     """``(rank, number of processes)`` of the default process group; ``(0, 1)`` without one."""
     if torch.distributed.is_available() and torch.distributed.is_initialized():

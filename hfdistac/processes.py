@@ -38,7 +38,9 @@ def write_worker_error(workdir: Path, index: int, error: errors.HfDistacError) -
                     encoding="utf-8")
 
 
-def _worker_failure(workdir: Path, index: int, code: int, what: str) -> Exception:
+def worker_failure(workdir: Path, index: int, code: int, what: str) -> Exception:
+    """The error of worker ``index`` that exited with ``code``: the one it recorded (:func:`write_worker_error`),
+    else a ``RuntimeError`` with the tail of its log."""
     recorded = Path(workdir) / ERROR_FILE.format(index=index)
     if recorded.is_file():
         e = json.loads(recorded.read_text(encoding="utf-8"))
@@ -85,7 +87,7 @@ def run_worker_processes(command: Callable[[int, int], list[str]], count: int, w
             done = now
             failed = [(i, p.returncode) for i, p in enumerate(procs) if p.poll() not in (None, 0)]
             if failed:
-                raise _worker_failure(workdir, *failed[0], what)
+                raise worker_failure(workdir, *failed[0], what)
             if done < total:
                 # every worker exited cleanly: count again (one may have finished since the count above)
                 if all(p.poll() == 0 for p in procs) and finished() < total:

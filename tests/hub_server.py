@@ -165,6 +165,7 @@ class HubServer:
         self.requests: list[RecordedRequest] = []
         self.unhandled: list[str] = []
         self._injections: list[Injection] = []
+        self.tampered: dict[tuple[str, str, str], bytes] = {}
         self._lock = threading.RLock()
         self._counter = itertools.count()
         self._host = host
@@ -226,6 +227,12 @@ class HubServer:
             self._injections.append(Injection(re.compile(path_pattern), status, times, method and method.upper(),
                                               reset, hdrs, body.encode() if isinstance(body, str) else body, after))
 
+    def tamper(self, repo_id: str, path: str, data: bytes, *, repo_type: str = "model") -> None:
+        """Serve ``data`` as the content of ``path`` (every revision) while its headers keep announcing the real
+        file's hashes: a download corrupted on the way, or a tampered mirror."""
+        with self._lock:
+            self.tampered[(repo_type, repo_id, path)] = data
+
     def clear(self) -> None:
         """Forget recorded requests and pending failure injections, and stop requiring auth for reads.
 
@@ -236,6 +243,7 @@ class HubServer:
             self.requests.clear()
             self.unhandled.clear()
             self._injections.clear()
+            self.tampered.clear()
 
     def requests_to(self, pattern: str, method: str | None = None) -> list[RecordedRequest]:
         """Recorded requests whose path matches ``pattern`` (and ``method`` when given)."""
@@ -762,7 +770,7 @@ class _Handler(BaseHTTPRequestHandler):
             blob = repo.commits[sha].files.get(path)
         if blob is None:
             return self._error(404, f"Entry not found: {path}", "EntryNotFound", {"X-Repo-Commit": sha})
-        data = blob.data
+        data = self.hub.tampered.get((repo_type, repo_id, path), blob.data)
         headers = {"X-Repo-Commit": sha, "ETag": f'"{blob.etag}"', "Accept-Ranges": "bytes"}
         if blob.lfs:
             headers.update({"X-Linked-Etag": f'"{blob.sha256}"', "X-Linked-Size": str(len(data))})

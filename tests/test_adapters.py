@@ -123,3 +123,35 @@ def test_non_finite_adapters_are_refused_like_full_checkpoints(tiny, tmp_path, w
         cfg_path.write_text(json.dumps({**json.loads(cfg_path.read_text()), "lora_alpha": float("inf")}))
     with pytest.raises(CheckpointError, match="non-finite"):
         load_finetuned(str(tmp_path / "lora"))
+
+
+def test_an_adapter_naming_another_base_is_refused(tiny, tmp_path):
+    """An adapter's τ is θ_named-base + s·B·A − θ₀: with another named base than the recipe's, the difference of the
+    two bases would be merged as if it were the task. Bases are compared by content (a Hub copy of the same base
+    is the same base)."""
+    import shutil
+
+    import yaml
+
+    from hfdistac.merge_eval import MergeConfig, run_merge
+    from tests._fixtures_models import make_base
+
+    other = make_base(tmp_path / "other-base", seed=7)  # same architecture, other weights
+    copy = tmp_path / "base-copy"
+    shutil.copytree(tiny.base, copy)  # the same weights in another folder
+    _adapter(tiny.base, tmp_path / "lora", r=2, lora_alpha=4, target_modules=["q_proj"])
+    cfg_path = tmp_path / "lora" / "adapter_config.json"
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump({"format": "hfdistac.recipe.v1", "name": "lora", "base": str(tiny.base),
+                                      "tasks": [{"name": "a", "model": str(tiny.ft_a)},
+                                                {"name": "lora", "model": str(tmp_path / "lora")}]}))
+    config = MergeConfig(recipe=str(recipe), method="task_arithmetic", alpha=0.5, weights_only=True,
+                         progress=False)
+    for named, refused in ((other, True), (copy, False)):
+        cfg_path.write_text(json.dumps({**json.loads(cfg_path.read_text()), "base_model_name_or_path": str(named)}))
+        if refused:
+            with pytest.raises(CheckpointError, match="adapter .* was made for the base") as err:
+                run_merge(config)
+            assert "base_model_name_or_path" in err.value.hint
+        else:
+            assert run_merge(config)["sources"][1]["norm"] > 0

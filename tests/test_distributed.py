@@ -130,8 +130,8 @@ def test_two_processes_merge_like_one(tiny, tmp_path):
 
 @pytest.mark.slow
 def test_two_processes_run_like_one(tiny, tmp_path):
-    """``hfdistac run`` under accelerate launch: one diagnosis, the flagged task conditioned across both processes,
-    both merges evaluated across both; the same table as one process, and a second launch reuses every stage."""
+    """``hfdistac run`` under accelerate launch: one diagnosis, the flagged tasks spread over the processes, both
+    merges evaluated across both; the same table as one process, and a second launch reuses every stage."""
     from tests.test_run import FAST, _recipe
 
     recipe = _recipe(tmp_path, tiny)
@@ -149,8 +149,11 @@ def test_two_processes_run_like_one(tiny, tmp_path):
     assert (r1["processes"], r2["processes"]) == (1, 2)
     assert r1["diagnosis"] == r2["diagnosis"]
     assert list(r1["conditioned"]) == list(r2["conditioned"]) and "ft_long" in r2["conditioned"]
-    for name, c1 in r1["conditioned"].items():  # each conditioned across both processes, the same to rounding
-        assert r2["conditioned"][name]["norm_after"] == pytest.approx(c1["norm_after"], rel=1e-4)
+    # three flagged tasks, two processes: each process conditions its own tasks alone (spread), one thread each as
+    # in the one-process run, so each result is the one-process result, bit for bit
+    assert all(s.get("spread") and not s["reused"] for s in r2["stages"] if s["stage"].startswith("condition"))
+    for name, c1 in r1["conditioned"].items():
+        assert r2["conditioned"][name]["norm_after"] == c1["norm_after"]
     merge2 = json.loads((tmp_path / "two" / "merges" / "distac" / "report.json").read_text())
     assert merge2["processes"] == 2
     for scenario in ("original", "distac"):  # "original": the same models, so the same numbers exactly
@@ -163,3 +166,29 @@ def test_two_processes_run_like_one(tiny, tmp_path):
     assert again.returncode == 0, again.stderr[-3000:]
     stages = json.loads((tmp_path / "two" / "run.json").read_text())["stages"]
     assert all(s["reused"] for s in stages), stages
+
+
+def test_spreading_needs_a_task_per_process_and_a_clean_child_environment():
+    from hfdistac.pipeline.spread import child_environment, spreads
+
+    assert not spreads(1, 2) and spreads(2, 2) and spreads(5, 4) and not spreads(3, 1)
+    launched = {"RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "1",
+                "ACCELERATE_USE_CPU": "1", "HF_HOME": "/h", "CUDA_VISIBLE_DEVICES": "4,5"}
+    env = child_environment(launched, 1, threads=3)
+    assert env == {"HF_HOME": "/h", "CUDA_VISIBLE_DEVICES": "5", "OMP_NUM_THREADS": "3"}  # its own process, GPU 5
+    assert child_environment({"HF_HOME": "/h"}, None)["OMP_NUM_THREADS"] == "1"
+
+
+def test_a_spread_conditioning_that_fails_raises_its_own_error(tiny, tmp_path):
+    """The child's user-facing error comes back as the same error (not a log tail), and nothing is left behind."""
+    import os
+
+    from hfdistac.errors import HfDistacError
+    from hfdistac.pipeline.spread import condition_spread
+
+    out = tmp_path / "cond"
+    fields = {"model": str(tiny.ft_a), "base": str(tiny.base), "data": str(tmp_path / "no-such-data"),
+              "output": str(out), "steps": 1, "progress": False}
+    with pytest.raises(HfDistacError, match="no-such-data"):
+        condition_spread([("ft_a", out, fields, False)], lambda f: {}, dict(os.environ), None)
+    assert not out.exists() and not list(tmp_path.glob(".cond.spread-*"))

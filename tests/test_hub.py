@@ -477,3 +477,40 @@ def test_a_streamed_evaluation_works_offline_afterwards(hub_env, models, tmp_pat
     code = main(["evaluate", "org/eval-ft", "--split", "train", "--limit", "4", "--no-progress"])
     err = capsys.readouterr().err
     assert code == 2 and "HF_HUB_OFFLINE" in err and "online" in err, err
+
+
+def test_a_download_whose_bytes_do_not_match_the_hubs_sha256_is_refused(hub_env, models, tmp_path):
+    """The Hub names every LFS file's sha256; weights whose bytes differ (corrupted on the way, a tampered mirror or
+    cache) are refused before use, with the file and the fix, and never used."""
+    from hfdistac.errors import HubError
+
+    server = hub_env.server
+    server.seed_repo("org/tampered", _repo_with_extras(models.ft, tmp_path / "repo"))
+    real = (models.ft / "model.safetensors").read_bytes()
+    bad = bytearray(real)
+    bad[-1] ^= 0xFF  # the same size, one byte changed: a size check cannot see it
+    server.tamper("org/tampered", "model.safetensors", bytes(bad))
+    with pytest.raises(HubError, match=r"model\.safetensors.*sha256") as err:
+        hub.resolve_model("org/tampered")
+    assert "delete" in err.value.hint.lower()
+    blob = next(p for p in (hub_env.cache).rglob("blobs/*") if p.read_bytes() == bytes(bad))
+    assert str(blob) in err.value.hint  # the cached copy to delete, named
+    # fixed on the server and the bad copy deleted as the hint says: the next resolution downloads and passes
+    server.clear()
+    blob.unlink()
+    resolved = hub.resolve_model("org/tampered")
+    assert (resolved.local_dir / "model.safetensors").read_bytes() == real
+
+
+def test_a_cached_lfs_file_changed_after_download_is_refused(hub_env, models, tmp_path):
+    from hfdistac.errors import HubError
+
+    server = hub_env.server
+    server.seed_repo("org/cache-rot", _repo_with_extras(models.ft, tmp_path / "repo"))
+    resolved = hub.resolve_model("org/cache-rot")
+    weights = (resolved.local_dir / "model.safetensors").resolve()
+    data = bytearray(weights.read_bytes())
+    data[100] ^= 0x01
+    weights.write_bytes(bytes(data))  # a new size/time: the check runs again
+    with pytest.raises(HubError, match="sha256"):
+        hub.resolve_model("org/cache-rot")

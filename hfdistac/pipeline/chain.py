@@ -54,15 +54,11 @@ def fingerprint(stage: str, settings: dict[str, Any], inputs: list[str | None]) 
     return hashlib.sha256(doc.encode()).hexdigest()
 
 
-def reuse_or_run(out: Path, key: str | None, overwrite: bool, run: Callable[[], Any], *,
-                 collective: bool = True) -> dict:
-    """The stage's ``report.json`` in ``out`` when it was made with fingerprint ``key`` (and ``overwrite`` is off),
-    else ``run()`` (which writes ``out``), after which ``key`` is recorded there. ``key=None``: reuse any report.
+def reusable(out: Path, key: str | None, overwrite: bool) -> bool:
+    """Whether the stage output ``out`` was made with fingerprint ``key`` (``None``: any) and may be read back.
 
-    In several processes (``accelerate launch``) the main process decides, for all, whether the stage is reused; a
-    ``collective`` stage (conditioning, merging: each process does its share) is then run by every process, any
-    other (the diagnosis) by the main process alone while the others wait and read its report."""
-    from ..distributed import barrier, broadcast_values, is_main, world
+    In several processes (``accelerate launch``) the main process decides for all (they then agree)."""
+    from ..distributed import broadcast_values, is_main, world
 
     report, stage = out / "report.json", out / STAGE_FILE
     reuse = False
@@ -73,15 +69,35 @@ def reuse_or_run(out: Path, key: str | None, overwrite: bool, run: Callable[[], 
             logger.info("%s: its inputs or settings changed since it was made; running it again", out)
     if world()[1] > 1:
         reuse = bool(broadcast_values([float(reuse)])[0])
-    if reuse:
-        return json.loads(report.read_text())
-    result = run() if collective or is_main() else None
+    return reuse
+
+
+def record(out: Path, key: str | None) -> None:
+    """Record the fingerprint a stage output was made with (the main process writes it)."""
+    from ..distributed import is_main
+
     if is_main() and key is not None and out.is_dir():
         tmp = out / f".{STAGE_FILE}.{os.getpid()}.tmp"
         tmp.write_text(json.dumps({"key": key}))
-        tmp.replace(stage)
+        tmp.replace(out / STAGE_FILE)
+
+
+def reuse_or_run(out: Path, key: str | None, overwrite: bool, run: Callable[[], Any], *,
+                 collective: bool = True) -> dict:
+    """The stage's ``report.json`` in ``out`` when it was made with fingerprint ``key`` (and ``overwrite`` is off),
+    else ``run()`` (which writes ``out``), after which ``key`` is recorded there. ``key=None``: reuse any report.
+
+    In several processes (``accelerate launch``) the main process decides, for all, whether the stage is reused; a
+    ``collective`` stage (conditioning, merging: each process does its share) is then run by every process, any
+    other (the diagnosis) by the main process alone while the others wait and read its report."""
+    from ..distributed import barrier, is_main
+
+    if reusable(out, key, overwrite):
+        return json.loads((out / "report.json").read_text())
+    result = run() if collective or is_main() else None
+    record(out, key)
     barrier()
-    return result if isinstance(result, dict) else json.loads(report.read_text())
+    return result if isinstance(result, dict) else json.loads((out / "report.json").read_text())
 
 
 # --------------------------------------------------------------------------------------------- the stages
@@ -107,18 +123,26 @@ def flagged(diagnosis: dict, flags: str | tuple[str, ...], root: Path) -> dict[s
             for m in diagnosis["models"] if any(f in m["flags"] for f in wanted)}
 
 
-def condition(model: dict, base: str, kind: str, out: Path, settings: dict[str, Any], *, progress: bool,
-              overwrite: bool = False) -> dict:
-    """DisTaC on one flagged model as ``inspect`` recommends (preset ``kind``; κ to the recommended target norm for
-    ``norm``/``both``); ``settings`` are :class:`~hfdistac.conditioning.ConditionConfig` fields (steps, lr, ...)."""
-    from ..conditioning import ConditionConfig, run_condition
-
+def condition_job(model: dict, base: str, kind: str, out: Path, settings: dict[str, Any], *, progress: bool
+                  ) -> tuple[dict[str, Any], str]:
+    """The :class:`~hfdistac.conditioning.ConditionConfig` fields of DisTaC on one flagged model as ``inspect``
+    recommends (preset ``kind``; κ to the recommended target norm for ``norm``/``both``; ``settings``: steps, lr,
+    ...), and the fingerprint of its output."""
     rec = model["recommendation"]
     fields = {"model": model["reference"], "base": base, "data": model.get("dataset"), "preset": kind,
               "target_norm": rec.get("target_norm") if kind in ("norm", "both") else None, **settings}
     key = fingerprint("condition", fields, [model["reference"], base, model.get("dataset")])
-    return reuse_or_run(out, key, overwrite, lambda: run_condition(ConditionConfig(
-        **fields, output=str(out), overwrite=True, progress=progress)))
+    return {**fields, "output": str(out), "overwrite": True, "progress": progress}, key
+
+
+def condition(model: dict, base: str, kind: str, out: Path, settings: dict[str, Any], *, progress: bool,
+              overwrite: bool = False) -> dict:
+    """DisTaC on one flagged model (:func:`condition_job`), across every process; its report, read back when its
+    fingerprint is unchanged."""
+    from ..conditioning import ConditionConfig, run_condition
+
+    fields, key = condition_job(model, base, kind, out, settings, progress=progress)
+    return reuse_or_run(out, key, overwrite, lambda: run_condition(ConditionConfig(**fields)))
 
 
 def write_recipe(recipe_path: Path, replacements: dict[str, str], out: Path, name: str, description: str,
