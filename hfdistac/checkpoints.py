@@ -281,12 +281,14 @@ class FinetunedModel:
         config: Its ``CLIPVisionConfig``.
         weights: θ_t in canonical keys (fp32).
         card: The README model-card metadata (``{}`` when none).
+        adapter_base: For a LoRA adapter, the folder of the base it names (its θ₀ is in ``weights``).
     """
 
     resolved: Any
     config: Any
     weights: Weights
     card: dict = field(default_factory=dict)
+    adapter_base: Path | None = None
 
 
 @dataclass
@@ -405,7 +407,7 @@ def _load_lora(resolved, token) -> FinetunedModel:
                                   f"{tuple(theta0[key].shape) if key in theta0 else 'absent'} in the base")
         theta0[key] = theta0[key] + delta
     card.setdefault("base_model", base_ref)
-    return FinetunedModel(resolved, vision_config(base.local_dir), theta0, card)
+    return FinetunedModel(resolved, vision_config(base.local_dir), theta0, card, adapter_base=base.local_dir)
 
 
 def load_base(reference: str, *, token: str | None = None) -> BaseModel:
@@ -464,8 +466,16 @@ def _load_image_processor(resolved):
 
 
 def check_against_base(base: BaseModel, model: FinetunedModel) -> None:
-    """Raise :class:`CheckpointError` when a fine-tuned tower does not match its base (config or shapes)."""
+    """Raise :class:`CheckpointError` when a fine-tuned tower does not match its base (config or shapes), or is a
+    LoRA adapter made for another base (its τ would carry the difference between the two bases)."""
     names = (f"base {base.resolved.reference!r}", f"model {model.resolved.reference!r}")
+    if model.adapter_base is not None and vision_weights_identity(model.adapter_base) != base.vision_identity:
+        raise CheckpointError(
+            f"adapter {model.resolved.reference!r} was made for the base {model.card.get('base_model')!r} "
+            f"({vision_weights_identity(model.adapter_base)}), not for {base.resolved.reference!r} "
+            f"({base.vision_identity}): its task vector would include the difference between the two bases",
+            "set base_model_name_or_path in its adapter_config.json to the base it was trained on, and use that "
+            "base (or a copy of it) in the recipe or with --base")
     check_configs_match(base.vision_config, model.config, names)
     weights = model.weights.shapes() if isinstance(model.weights, LazyVisionWeights) else model.weights
     check_compatible(base.parameter_shapes, weights, names)

@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
 from .errors import InputError
+from .hub.resolve import resolving_once
 
 logger = logging.getLogger(__name__)
 
@@ -353,6 +354,7 @@ def write_inspect_plots(diagnosis: Diagnosis, directory) -> list:
     return out
 
 
+@resolving_once()
 def run_inspect(config) -> Diagnosis:
     """``hfdistac inspect`` as one library call: models or a recipe in, a :class:`Diagnosis` out.
 

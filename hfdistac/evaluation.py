@@ -20,6 +20,7 @@ import torch
 from .data import ImageData
 from .errors import DataError
 from .heads import Head, build_head, load_head, save_head
+from .hub.resolve import resolving_once
 from .metrics import classification_metrics
 from .templates_data import fix_class_names, templates_for
 
@@ -273,6 +274,7 @@ def resolve_device(device: str = "auto") -> torch.device:
     return dev
 
 
+@resolving_once()
 def run_evaluate(config) -> dict:
     """Evaluate a model with its task head (library form of ``hfdistac evaluate``).
 

@@ -23,6 +23,7 @@ from .cards import code_block, code_span, public_command, public_name
 from .configs import check_fields
 from .configs import help_field as _h
 from .errors import InputError
+from .hub.resolve import resolving_once
 
 logger = logging.getLogger(__name__)
 
@@ -133,6 +134,7 @@ def render_section(m, *, base: str, base_revision: str, n_references: int, norm_
     return jinja2.Template(template_text("readiness_section.md.j2"), keep_trailing_newline=True).render(**ctx)
 
 
+@resolving_once()
 def run_card(config: CardConfig) -> dict:
     """Diagnose a checkpoint and write/push its merge-readiness card.
 

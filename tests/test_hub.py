@@ -398,8 +398,10 @@ def test_a_local_model_is_hashed_once_per_process_until_it_changes(models, tmp_p
     d = tmp_path / "m"
     shutil.copytree(models.ft, d)
     calls = []
-    real = hub._hash_files
-    monkeypatch.setattr(hub, "_hash_files", lambda files, root: calls.append(root) or real(files, root))
+    from hfdistac.hub import resolve
+
+    real = resolve._hash_files
+    monkeypatch.setattr(resolve, "_hash_files", lambda files, root: calls.append(root) or real(files, root))
     first = hub.resolve_model(str(d)).revision
     for _ in range(5):
         assert hub.resolve_model(str(d)).revision == first

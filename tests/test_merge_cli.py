@@ -288,3 +288,24 @@ def test_merge_reports_the_search_and_an_alpha_at_the_edge(tiny, tmp_path, capsy
     res = json.loads((tmp_path / "out" / "report.json").read_text())["results"][0]
     assert res["alpha_search"] == "coarse-to-fine" and res["alpha_evaluations"] == len(res["alpha_curve"]) <= 13
     assert res["alpha_at_edge"] == (res["alpha"] == 1.0)
+
+
+def test_a_merge_resolves_each_model_reference_once(tiny, tmp_path, monkeypatch):
+    """Files, identity, card and license of a model come from one resolution per run (a merge used to resolve the
+    same reference up to five times); a new run resolves again (a local model may have changed in between)."""
+    from collections import Counter
+
+    from hfdistac.hub import resolve
+    from hfdistac.merge_eval import MergeConfig, run_merge
+
+    calls: Counter = Counter()
+    real = resolve._resolve
+    monkeypatch.setattr(resolve, "_resolve", lambda ref, *a: calls.update([str(ref)]) or real(ref, *a))
+    recipe = write_recipe(tmp_path / "r.yaml", tiny)
+    config = MergeConfig(recipe=str(recipe), method="task_arithmetic,tsvm", alpha_grid=[0.3], output=str(tmp_path / "o"),
+                         progress=False, calibrate=True)
+    run_merge(config)
+    refs = {str(tiny.base), *(str(getattr(tiny, n)) for n in ("ft_a", "ft_b", "ft_c"))}
+    assert set(calls) == refs and all(n == 1 for n in calls.values()), calls
+    run_merge(MergeConfig(**{**config.__dict__, "overwrite": True}))
+    assert all(n == 2 for n in calls.values()), calls

@@ -25,6 +25,7 @@ from typing import Any
 import torch
 
 from ..errors import InputError, TrainingError
+from ..hub.resolve import resolving_once
 from ..metrics import entropy as prediction_entropy
 from .algorithm import (
     cosine_with_warmup,
@@ -380,6 +381,7 @@ def _resume(cfg: ConditionConfig, inputs: Inputs, accelerator, names, params, op
     return 0, [], 0
 
 
+@resolving_once()
 def run_condition(config: ConditionConfig) -> dict:
     """Condition one task vector with DisTaC and write the output directory (``hfdistac condition``).
 

@@ -21,6 +21,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from ..hub.resolve import resolving_once
 from .config import MergeConfig
 
 logger = logging.getLogger(__name__)
@@ -34,6 +35,7 @@ def _new_report(recipe, base, sources) -> dict[str, Any]:
             "sources": [asdict(s) for s in sources], "processes": world()[1], "results": []}
 
 
+@resolving_once()
 def run_merge(config: MergeConfig) -> dict:
     """Merge a recipe with one or all methods, evaluate, write and publish (the library form of ``hfdistac merge``).
 

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
+from ..hub.resolve import resolving_once
 from . import chain
 from .config import RunConfig
 
@@ -131,6 +132,7 @@ def _condition_all(config: RunConfig, targets: dict[str, tuple[dict, Path]], bas
     return reports
 
 
+@resolving_once()
 def run_pipeline(config: RunConfig) -> dict:
     """Diagnose, condition, merge with and without DisTaC, tabulate and publish (``hfdistac run``).
 
