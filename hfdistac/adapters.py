@@ -108,10 +108,20 @@ def _pattern_value(patterns: dict, module: str, default):
 
 
 def lora_scaling(cfg: dict[str, Any], module: str) -> tuple[int, float]:
-    """``(r, s)`` of one adapted module: its rank and the factor of B·A (peft's ``scaling``)."""
-    r = int(_pattern_value(cfg.get("rank_pattern"), module, cfg.get("r", 8)))
-    alpha = float(_pattern_value(cfg.get("alpha_pattern"), module, cfg.get("lora_alpha", 8)))
-    return r, alpha / (math.sqrt(r) if cfg.get("use_rslora") else r)
+    """``(r, s)`` of one adapted module: its rank and the factor of B·A (peft's ``scaling``).
+
+    Raises:
+        CheckpointError: a rank that is not a positive integer, or an alpha that is not a number.
+    """
+    r = _pattern_value(cfg.get("rank_pattern"), module, cfg.get("r", 8))
+    alpha = _pattern_value(cfg.get("alpha_pattern"), module, cfg.get("lora_alpha", 8))
+    if isinstance(r, bool) or not isinstance(r, int) or r < 1:
+        raise CheckpointError(f"the adapter's rank r of module {module!r} is {r!r}: a LoRA rank is a whole number "
+                              ">= 1", "save the adapter together with its own adapter_config.json")
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)):
+        raise CheckpointError(f"the adapter's lora_alpha of module {module!r} is {alpha!r}, not a number",
+                              "save the adapter together with its own adapter_config.json")
+    return r, float(alpha) / (math.sqrt(r) if cfg.get("use_rslora") else r)
 
 
 def lora_task_vector(directory: Path, cfg: dict[str, Any], reference: str) -> dict[str, torch.Tensor]:
@@ -120,10 +130,11 @@ def lora_task_vector(directory: Path, cfg: dict[str, Any], reference: str) -> di
     Raises:
         CheckpointError: a text-tower adapter, a non-Linear LoRA layer, or shapes that do not fit the rank.
     """
-    from safetensors import safe_open
+    from .tensor_files import read_tensor, safe_open_checked
 
     pairs: dict[str, dict[str, torch.Tensor]] = {}
-    with safe_open(str(Path(directory) / ADAPTER_WEIGHTS), framework="pt") as fh:
+    path = Path(directory) / ADAPTER_WEIGHTS
+    with safe_open_checked(path) as fh:
         for key in fh.keys():
             match = re.fullmatch(r"(.+)\.(lora_A|lora_B)(?:\.[^.]+)?\.weight", key)
             if match is None:
@@ -131,7 +142,7 @@ def lora_task_vector(directory: Path, cfg: dict[str, Any], reference: str) -> di
                 raise CheckpointError(f"adapter {reference!r} holds {what}, which hfdistac cannot read as a task "
                                       "vector (only LoRA on Linear layers)",
                                       "merge it into the model (peft: merge_and_unload) and save the full tower")
-            pairs.setdefault(match.group(1).removeprefix(_PEFT_PREFIX), {})[match.group(2)] = fh.get_tensor(key)
+            pairs.setdefault(match.group(1).removeprefix(_PEFT_PREFIX), {})[match.group(2)] = read_tensor(fh, key, path)
     tau: dict[str, torch.Tensor] = {}
     for module, ab in pairs.items():
         canonical = canonical_vision_key(f"{module}.weight")

@@ -96,9 +96,25 @@ def read_config(directory: Path) -> dict[str, Any]:
         raise CheckpointError(f"no config.json in {str(directory)!r}",
                               "a CLIP checkpoint directory needs config.json next to model.safetensors")
     try:
-        return json.loads(path.read_text())
+        if path.stat().st_size > MAX_CONFIG_BYTES:
+            raise CheckpointError(f"config.json in {str(directory)!r} is {path.stat().st_size:,} bytes; a model "
+                                  f"configuration is a few KB (at most {MAX_CONFIG_BYTES:,} are read)")
+        cfg = json.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError:
+        raise CheckpointError(f"config.json in {str(directory)!r} is not UTF-8 text",
+                              "re-save the model with save_pretrained") from None
     except json.JSONDecodeError as e:
         raise CheckpointError(f"config.json in {str(directory)!r} is not valid JSON: {e}") from None
+    except OSError as e:
+        raise CheckpointError(f"cannot read config.json in {str(directory)!r}: {e.strerror or e}") from None
+    if not isinstance(cfg, dict):
+        raise CheckpointError(f"config.json in {str(directory)!r} is not a JSON object (it holds a "
+                              f"{type(cfg).__name__})", "re-save the model with save_pretrained")
+    return cfg
+
+
+#: A ``config.json`` is a few KB; a larger one is not read.
+MAX_CONFIG_BYTES = 1 << 20
 
 
 def vision_config(directory: Path):
@@ -123,7 +139,13 @@ def vision_config(directory: Path):
             "hfdistac works on CLIP vision towers: CLIPVisionModel, CLIPVisionModelWithProjection or CLIPModel",
         )
     vc = {k: v for k, v in vc.items() if k not in ("model_type", "architectures", "transformers_version")}
-    return CLIPVisionConfig(**vc)
+    try:
+        return CLIPVisionConfig(**vc)
+    except Exception as e:  # noqa: BLE001 - transformers validates the values with its own error types
+        first = str(e).strip().splitlines()
+        raise CheckpointError(f"config.json in {str(directory)!r} has invalid values ({first[0] if first else e!r}"
+                              f"{': ' + first[1].strip() if len(first) > 1 else ''})",
+                              "re-save the model with save_pretrained") from None
 
 
 def check_configs_match(base_cfg, other_cfg, names: tuple[str, str] = ("base", "fine-tuned")) -> None:
@@ -147,6 +169,11 @@ def _vision_tensors(files: list[Path]):
                 t = read_tensor(f, key, path)
                 if torch.is_floating_point(t):
                     yield ck, t
+                elif not key.endswith("position_ids"):  # the one integer buffer a tower has
+                    raise CheckpointError(f"tensor {key!r} of {str(path)!r} is {t.dtype}: a weight must be floating "
+                                          "point (float32, float16 or bfloat16)",
+                                          "this is not a checkpoint transformers saved: re-save the model with "
+                                          "save_pretrained")
 
 
 def read_vision_weights(directory: Path, dtype: torch.dtype | None = torch.float32) -> Weights:

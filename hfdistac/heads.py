@@ -62,12 +62,20 @@ class Head:
 
 def load_templates_file(path: str | Path) -> list[str]:
     """Read prompt templates from a text file (one per line, each containing ``{c}``) or a JSON list."""
+    from .yaml_files import read_user_text
+
     p = Path(path)
     if not p.is_file():
         raise InputError(f"templates file {str(p)!r} does not exist", "pass a text file with one template per line")
-    text = p.read_text(encoding="utf-8")
+    text = read_user_text(p, "templates file")
     if p.suffix == ".json":
-        templates = json.loads(text)
+        try:
+            templates = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise InputError(f"templates file {str(p)!r} is not valid JSON: {e}",
+                             'write a JSON list of strings, or a text file with one template per line') from None
+        if not isinstance(templates, list):
+            raise InputError(f"templates file {str(p)!r} holds a {type(templates).__name__}, not a list of templates")
     else:
         templates = [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
     bad = [t for t in templates if not isinstance(t, str) or "{c}" not in t]

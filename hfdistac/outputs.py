@@ -86,9 +86,34 @@ def write_json(path: str | Path, obj: Any) -> Path:
 
 def _nearest_existing(path: Path) -> Path:
     p = path
-    while not p.exists() and p.parent != p:
+    while not os.path.exists(p) and p.parent != p:  # os.path: a name too long is "not there", not an error
         p = p.parent
     return p
+
+
+#: What hfdistac adds to an output's name for the files beside it (``.NAME.tmp-PID-XXXXXXXX``, ``.NAME.lock``,
+#: ``.NAME.scratch-PID-XXXXXXXX``, ``.NAME.spread-PID``), in bytes at most.
+NAME_OVERHEAD = 40
+
+
+def check_name_lengths(path: str | Path, what: str = "output") -> None:
+    """Refuse a path with a component too long for the file system once hfdistac's temporary suffixes are added.
+
+    Raises:
+        InputError: naming the component, its length and the limit.
+    """
+    p = Path(path).expanduser().absolute()
+    try:
+        limit = os.pathconf(_nearest_existing(p.parent), "PC_NAME_MAX")
+    except (OSError, ValueError, AttributeError):
+        limit = 255
+    for i, part in enumerate(p.parts):
+        allowed = limit - (NAME_OVERHEAD if i == len(p.parts) - 1 else 0)
+        if len(part.encode()) > allowed:
+            raise InputError(f"the {what} {str(path)[:80]!r}… has a name of {len(part.encode())} bytes; at most "
+                             f"{allowed} fit this file system" + (f" (hfdistac adds up to {NAME_OVERHEAD} for its "
+                                                                  "temporary files beside it)" if i == len(p.parts) - 1
+                                                                  else ""), "choose a shorter name")
 
 
 def check_writable(path: str | Path, what: str = "output") -> None:
@@ -98,6 +123,7 @@ def check_writable(path: str | Path, what: str = "output") -> None:
     Raises:
         OutputError: naming the folder and why.
     """
+    check_name_lengths(path, what)
     folder = _nearest_existing(Path(path).expanduser().absolute().parent)
     if not folder.is_dir():
         raise OutputError(f"cannot write the {what} {str(path)!r}: {str(folder)!r} is not a directory")
@@ -130,6 +156,7 @@ def check_destination(path: str | Path, overwrite: bool) -> Path:
         OutputError: its folder is not writable.
     """
     p = Path(path).expanduser()
+    check_name_lengths(p)
     exists_with_files = p.exists() and not (p.is_dir() and not any(p.iterdir()))
     if exists_with_files and not overwrite:
         raise InputError(f"output {str(p)!r} already exists", "choose another --output or pass --overwrite")

@@ -97,7 +97,10 @@ def save_safetensors(tensors: Mapping[str, torch.Tensor], path: str | Path, meta
 
     Raises:
         CheckpointError: a tensor holds NaN or Inf (nothing is written).
+        OutputError: the file cannot be written (a full disk, no permission), naming it.
     """
+    from .outputs import os_error
+
     path = Path(path)
     if not allow_nonfinite:
         check_finite(tensors.items(), what or f"the result to be written to {path.name}",
@@ -107,6 +110,9 @@ def save_safetensors(tensors: Mapping[str, torch.Tensor], path: str | Path, meta
     try:
         _write_safetensors(tensors, tmp, meta)
         tmp.replace(path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise os_error(path, e) from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

@@ -103,9 +103,9 @@ def _patch_constants(mp: pytest.MonkeyPatch, endpoint: str, home: Path) -> None:
     mp.setattr(datasets.config, "SLEEP_TIME_ON_THREADS_SHUTDOWN", 0)
     # fsspec caches HfFileSystem instances (with their directory listings) across tests
     HfFileSystem.clear_instance_cache()
-    from hfdistac import data
+    from hfdistac.data import revisions
 
-    mp.setattr(data, "_REVISIONS", {})  # dataset SHAs resolved against another test's server
+    mp.setattr(revisions, "_REVISIONS", {})  # dataset SHAs resolved against another test's server
 
 
 @pytest.fixture

@@ -451,8 +451,8 @@ def test_a_streamed_evaluation_works_offline_afterwards(hub_env, models, tmp_pat
     """`evaluate` of a Hub dataset keeps the rows it streamed (the first --limit, at the pinned commit): the same
     command then runs with HF_HUB_OFFLINE=1 and gives the same numbers; a split never read says what is missing.
     The base's 'cannot reach the Hub' message is said once, not once per read."""
-    from hfdistac import data as data_module
     from hfdistac.cli.main import main
+    from hfdistac.data import revisions as data_module
 
     server = hub_env.server
     server.seed_repo("org/eval-base", models.base)
@@ -516,3 +516,56 @@ def test_a_cached_lfs_file_changed_after_download_is_refused(hub_env, models, tm
     weights.write_bytes(bytes(data))  # a new size/time: the check runs again
     with pytest.raises(HubError, match="sha256"):
         hub.resolve_model("org/cache-rot")
+
+
+def test_a_corrupt_stored_stream_sample_is_read_again_with_a_warning(hub_env, models, caplog):
+    """The rows a Hub dataset's stream gives are stored once in hfdistac's cache; a stored file that cannot be read
+    (cut short by a full disk, changed) is removed and the stream read again, with a warning."""
+    from hfdistac.configs import EvaluateConfig
+    from hfdistac.evaluation import run_evaluate
+
+    hub_env.server.seed_repo("org/stream-cache", models.data, repo_type="dataset")
+    config = EvaluateConfig(model=str(models.ft), base=str(models.base), data="org/stream-cache", split="test",
+                            limit=4, progress=False)
+    first = run_evaluate(config)
+    stored = list((hub_env.home / "hfdistac" / "streams").rglob("data.arrow"))
+    assert len(stored) == 1
+    stored[0].write_bytes(stored[0].read_bytes()[:100])
+    caplog.clear()
+    again = run_evaluate(config)
+    assert any("cannot be read" in r.getMessage() and "reading the stream again" in r.getMessage()
+               for r in caplog.records)
+    assert again["accuracy"] == first["accuracy"] and again["n"] == first["n"] == 4
+
+
+@pytest.mark.parametrize("breaks", [1, 100])
+def test_a_stream_whose_connection_drops_is_retried_a_bounded_number_of_times(hub_env, models, caplog, breaks):
+    """A dropped connection while a Hub dataset is streamed: each retry is said, a short outage is survived, and a
+    lasting one ends in one clear error within seconds (datasets alone waits 20 x 5 s, silently)."""
+    import time
+
+    from hfdistac.configs import EvaluateConfig
+    from hfdistac.errors import DataError, ReferenceNotFoundError
+    from hfdistac.evaluation import run_evaluate
+
+    repo = f"org/dropping-{breaks}"
+    hub_env.server.seed_repo(repo, models.data, repo_type="dataset")
+    hub_env.server.fail(r"\.parquet$", reset=True, times=breaks, method="GET")
+    config = EvaluateConfig(model=str(models.ft), base=str(models.base), data=repo, split="test", limit=4,
+                            progress=False)
+    import logging
+
+    said_to = logging.getLogger("hfdistac.progress")  # the command line may have stopped it propagating
+    said_to.addHandler(caplog.handler)
+    caplog.clear()
+    start = time.perf_counter()
+    if breaks == 1:
+        assert run_evaluate(config)["n"] == 4
+    else:
+        with pytest.raises((DataError, ReferenceNotFoundError), match="broke off|could not be reached") as err:
+            run_evaluate(config)  # opening the stream or reading it: the same kind of line, and the fix
+        assert "network" in err.value.hint
+    assert time.perf_counter() - start < 40  # measured 15 s (with huggingface_hub's own 5 retries per read: 75 s)
+    said_to.removeHandler(caplog.handler)
+    said = [r.getMessage() for r in caplog.records if r.name == "hfdistac.progress"]
+    assert any("connection broke" in m for m in said), [r.getMessage() for r in caplog.records]

@@ -141,8 +141,8 @@ def test_bad_input_is_one_line_and_nonzero(tiny, tmp_path, capsys, case, monkeyp
         argv = ["inspect", tiny.ft_a, "--base", tiny.base, "--data", d, *common]
         # the ClassLabel column names 2 classes, but we ask for the integer column as labels
         argv = ["evaluate", tiny.ft_a, "--base", tiny.base, "--data", d, "--no-progress"]
-        monkeypatch.setattr("hfdistac.data.detect_columns", lambda f, i=None, lab=None: ("image", "label"))
-        monkeypatch.setattr("hfdistac.data.class_names", lambda f, lab: ["a", "b"])
+        monkeypatch.setattr("hfdistac.data.images.detect_columns", lambda f, i=None, lab=None: ("image", "label"))
+        monkeypatch.setattr("hfdistac.data.images.class_names", lambda f, lab: ["a", "b"])
     else:
         argv = ["inspect", tiny.ft_a, "--base", tiny.base, "--norm-threshold", "0.5", *common]
     code, out, err = run_cli(capsys, *argv)

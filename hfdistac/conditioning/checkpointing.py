@@ -32,11 +32,8 @@ def checkpoint_fingerprint(values: Mapping[str, Any]) -> str:
 
 def latest_checkpoint(directory: Path) -> Path | None:
     """The newest complete checkpoint (``step-NNNNNN`` with its ``state.json``) in ``directory``."""
-    if not directory.is_dir():
-        return None
-    done = sorted(p for p in directory.glob("step-*") if p.is_dir() and not p.name.endswith(".tmp")
-                  and (p / "state.json").is_file())
-    return done[-1] if done else None
+    done = all_checkpoints(directory)
+    return done[0] if done else None
 
 
 def _ours(directory: Path) -> bool:
@@ -114,34 +111,81 @@ def save_checkpoint(directory: Path, step: int, accelerator, names: list[str], p
     return final
 
 
-def load_checkpoint(path: Path, accelerator, names: list[str], params: list[torch.nn.Parameter], optimizer,
-                     scheduler, fingerprint: str) -> tuple[int, list[dict], int]:
-    """Restore student, optimizer, scheduler and RNG from a checkpoint; returns ``(step, history, projected)``."""
+class CorruptCheckpoint(Exception):
+    """A checkpoint hfdistac wrote that cannot be read back (truncated, changed, from a full disk)."""
+
+
+def all_checkpoints(directory: Path) -> list[Path]:
+    """The complete checkpoints of ``directory``, newest first."""
+    if not directory.is_dir():
+        return []
+    return sorted((p for p in directory.glob("step-*") if p.is_dir() and not p.name.endswith(".tmp")
+                   and (p / "state.json").is_file()), reverse=True)
+
+
+def _read_checkpoint(path: Path, rank: int, names: list[str], fingerprint: str) -> dict[str, Any]:
+    """Every part of a checkpoint, read and checked before anything is applied (so a bad one changes nothing).
+
+    Raises:
+        InputError: a checkpoint of a run with other settings (the user's choice to fix).
+        CorruptCheckpoint: anything unreadable or inconsistent.
+    """
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    state = json.loads((path / "state.json").read_text())
-    if state.get("format") != CHECKPOINT_FORMAT:
-        raise InputError(f"{str(path)!r} is not an hfdistac DisTaC checkpoint")
-    if state["fingerprint"] != fingerprint:
-        raise InputError(f"the checkpoint in {str(path.parent)!r} was written by a run with other settings",
-                         "resume with the same model, data and training options, or delete the checkpoint folder")
-    weights = load_file(str(path / "student.safetensors"))
+    try:
+        state = json.loads((path / "state.json").read_bytes().decode("utf-8"))
+        if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+            raise CorruptCheckpoint("state.json is not an hfdistac DisTaC checkpoint's")
+        if state.get("fingerprint") != fingerprint:
+            raise InputError(f"the checkpoint in {str(path.parent)!r} was written by a run with other settings",
+                             "resume with the same model, data and training options, or delete the checkpoint folder")
+        weights = load_file(str(path / "student.safetensors"))
+        moments = load_file(str(path / "optimizer.safetensors"))
+        missing = [n for n in names if n not in weights]
+        if missing:
+            raise CorruptCheckpoint(f"student.safetensors lacks {missing[0]!r}")
+        per_param: dict[int, dict[str, torch.Tensor]] = {}
+        for key, value in moments.items():
+            name, _, slot = key.rpartition("::")
+            if name not in names:
+                raise CorruptCheckpoint(f"optimizer.safetensors names an unknown parameter {name!r}")
+            per_param.setdefault(names.index(name), {})[slot] = value
+        rng_file = path / f"rng-rank{rank}.safetensors"
+        rng = load_file(str(rng_file)) if rng_file.is_file() else None
+        out = {"state": state, "weights": weights, "moments": per_param, "rng": rng,
+               "step": int(state["step"]), "history": list(state["history"]),
+               "projected": int(state.get("projected_steps", 0)), "groups": state["param_groups"],
+               "scheduler": dict(state["scheduler"])}
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, SafetensorError) as e:
+        raise CorruptCheckpoint(f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
+    return out
+
+
+def load_checkpoint(path: Path, accelerator, names: list[str], params: list[torch.nn.Parameter], optimizer,
+                     scheduler, fingerprint: str) -> tuple[int, list[dict], int]:
+    """Restore student, optimizer, scheduler and RNG from a checkpoint; returns ``(step, history, projected)``.
+
+    Raises:
+        InputError: a checkpoint written with other settings.
+        CorruptCheckpoint: it cannot be read (nothing has been changed then).
+    """
+    ck = _read_checkpoint(path, getattr(accelerator, "process_index", 0), names, fingerprint)
+    groups = ck["groups"]
+    try:
+        groups[0]["params"] = list(range(len(names)))
+        shapes_ok = all(tuple(ck["weights"][n].shape) == tuple(p.shape) for n, p in zip(names, params, strict=True))
+    except (KeyError, IndexError, TypeError) as e:
+        raise CorruptCheckpoint(f"{type(e).__name__} in its parameter groups") from None
+    if not shapes_ok:
+        raise CorruptCheckpoint("its student's shapes differ from the model's")
     with torch.no_grad():
         for name, p in zip(names, params, strict=True):
-            p.copy_(weights[name].to(p.device, p.dtype))
-    moments = load_file(str(path / "optimizer.safetensors"))
-    per_param: dict[int, dict[str, torch.Tensor]] = {}
-    for key, value in moments.items():
-        name, _, slot = key.rpartition("::")
-        per_param.setdefault(names.index(name), {})[slot] = value
-    groups = state["param_groups"]
-    groups[0]["params"] = list(range(len(names)))
-    optimizer.load_state_dict({"state": per_param, "param_groups": groups})
-    scheduler.load_state_dict({**state["scheduler"], "lr_lambdas": [None]})
-    rng_file = path / f"rng-rank{accelerator.process_index}.safetensors"
-    if rng_file.is_file():
-        rng = load_file(str(rng_file))
-        torch.set_rng_state(rng["cpu"])
-        if "cuda" in rng and torch.cuda.is_available():
-            torch.cuda.set_rng_state(rng["cuda"])
-    return int(state["step"]), list(state["history"]), int(state.get("projected_steps", 0))
+            p.copy_(ck["weights"][name].to(p.device, p.dtype))
+    optimizer.load_state_dict({"state": ck["moments"], "param_groups": groups})
+    scheduler.load_state_dict({**ck["scheduler"], "lr_lambdas": [None]})
+    if ck["rng"] is not None:
+        torch.set_rng_state(ck["rng"]["cpu"])
+        if "cuda" in ck["rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state(ck["rng"]["cuda"])
+    return ck["step"], ck["history"], ck["projected"]

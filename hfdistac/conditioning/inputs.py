@@ -129,11 +129,10 @@ def _resolve_references(config: ConditionConfig, source) -> tuple[ConditionConfi
 
 def _read_class_names(path: str) -> tuple[str, ...]:
     """``--class-names FILE``: one name per line (blank lines skipped)."""
-    try:
-        names = tuple(line.strip() for line in Path(path).expanduser().read_text().splitlines() if line.strip())
-    except OSError as e:
-        raise InputError(f"cannot read --class-names {path!r}: {e.strerror or e}",
-                         "give a text file with one class name per line, in label order") from None
+    from ..yaml_files import read_user_text
+
+    text = read_user_text(Path(path).expanduser(), "--class-names file")
+    names = tuple(line.strip() for line in text.splitlines() if line.strip())
     if len(names) < 2:
         raise InputError(f"--class-names {path!r} holds {len(names)} name(s)", "give one class name per line, at least 2")
     return names

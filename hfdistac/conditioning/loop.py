@@ -37,8 +37,9 @@ from .algorithm import (
 )
 from .checkpointing import (
     TRAINING_KEYS,
+    CorruptCheckpoint,
+    all_checkpoints,
     checkpoint_fingerprint,
-    latest_checkpoint,
     load_checkpoint,
     remove_checkpoints,
     save_checkpoint,
@@ -369,13 +370,20 @@ def _resume(cfg: ConditionConfig, inputs: Inputs, accelerator, names, params, op
             fingerprint: str) -> tuple[int, list[dict], int]:
     """``(start step, history, projected steps)``: from the latest checkpoint with ``--resume``, else a fresh start."""
     if cfg.resume:
-        found = latest_checkpoint(inputs.checkpoint_dir)
-        if found is None:
+        found = all_checkpoints(inputs.checkpoint_dir)
+        if not found:
             logger.warning("--resume: no checkpoint in %s, starting from step 0", inputs.checkpoint_dir)
             return 0, [], 0
-        state = load_checkpoint(found, accelerator, names, params, optimizer, scheduler, fingerprint)
-        logger.info("resumed from %s (step %d)", found, state[0])
-        return state
+        for path in found:  # newest first; a checkpoint hfdistac wrote that cannot be read is passed over
+            try:
+                state = load_checkpoint(path, accelerator, names, params, optimizer, scheduler, fingerprint)
+            except CorruptCheckpoint as e:
+                logger.warning("--resume: the checkpoint %s cannot be read (%s); trying an earlier one", path, e)
+                continue
+            logger.info("resumed from %s (step %d)", path, state[0])
+            return state
+        logger.warning("--resume: no checkpoint in %s can be read; starting from step 0", inputs.checkpoint_dir)
+        return 0, [], 0
     if accelerator.is_main_process and inputs.checkpoint_dir.exists() and cfg.checkpoint_every:
         remove_checkpoints(inputs.checkpoint_dir)  # stale, and hfdistac's (only reachable with --overwrite)
     return 0, [], 0

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,42 @@ def _local_ref(value: Any, base_dir: Path) -> Any:
     return str(candidate.resolve()) if candidate.exists() else value
 
 
+#: At most this much of a README is read for its front matter (cards travel between people: untrusted).
+MAX_CARD_BYTES = 4 << 20
+_FRONT_MATTER = re.compile(r"\A---[ \t]*\r?\n(.*?)(?:\r?\n)?^---[ \t]*\r?$", re.S | re.M)
+
+
+def card_front_matter(readme: Path, reference: str) -> dict:
+    """The YAML metadata between a README's ``---`` lines, parsed safely: at most :data:`MAX_CARD_BYTES` read, no
+    YAML aliases (an alias bomb in a card cannot expand), ``{}`` without front matter.
+
+    Raises:
+        CheckpointError: unreadable, not UTF-8, not valid YAML, or using aliases.
+    """
+    import yaml
+
+    from ..yaml_files import parse_yaml
+
+    hint = f"fix the front matter between the '---' lines of {readme}"
+    try:
+        with open(readme, "rb") as f:
+            text = f.read(MAX_CARD_BYTES).decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise CheckpointError(f"the model card of {reference} is not UTF-8 text ({err.reason} at byte {err.start})",
+                              hint=hint) from None
+    except OSError as err:
+        raise CheckpointError(f"cannot read the model card of {reference}: {err.strerror or err}") from None
+    match = _FRONT_MATTER.match(text)
+    if match is None:
+        return {}
+    try:
+        meta = parse_yaml(match.group(1))
+    except yaml.YAMLError as err:
+        raise CheckpointError(f"the model card of {reference} has invalid YAML metadata: "
+                              f"{str(err).splitlines()[0] if str(err) else type(err).__name__}", hint=hint) from None
+    return meta if isinstance(meta, dict) else {}
+
+
 def read_card_metadata(resolved: ResolvedModel) -> dict:
     """The YAML metadata of the model's README.md (``{}`` when there is no card or no metadata).
 
@@ -44,17 +81,10 @@ def read_card_metadata(resolved: ResolvedModel) -> dict:
     Raises:
         CheckpointError: The README's front matter is not valid YAML.
     """
-    from huggingface_hub import metadata_load
-
     readme = resolved.local_dir / "README.md"
     if not readme.is_file():
         return {}
-    try:
-        meta = metadata_load(readme) or {}
-    except Exception as err:  # yaml errors
-        raise CheckpointError(f"the model card of {resolved.reference} has invalid YAML metadata: "
-                              f"{str(err).splitlines()[0] if str(err) else type(err).__name__}",
-                              hint=f"fix the front matter between the '---' lines of {readme}") from err
+    meta = card_front_matter(readme, resolved.reference)
     if not isinstance(meta, dict):
         return {}
     if resolved.is_local:
