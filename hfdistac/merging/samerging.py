@@ -58,6 +58,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from ..distributed import all_reduce_sum, world
 from ..errors import InputError
 from .primitives import TaskVectors, check_task_vectors, load_float32
 
@@ -227,19 +228,12 @@ class SAMergingParams:
 
 
 # ------------------------------------------------------------------------------------------------ engine
-def _world() -> tuple[int, int]:
-    """(rank, world size) of the default process group, (0, 1) without one."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
-
-
 def _all_reduce_mean(tensor: torch.Tensor) -> torch.Tensor:
     """Average a tensor over the processes (in place); a no-op in one process."""
-    _, world = _world()
-    if world > 1:
-        torch.distributed.all_reduce(tensor, op=torch.distributed.ReduceOp.SUM)
-        tensor /= world
+    count = world()[1]
+    if count > 1:
+        all_reduce_sum(tensor)
+        tensor /= count
     return tensor
 
 
@@ -543,7 +537,7 @@ def samerging_merge(task_vectors: TaskVectors, *, objective: str = "kd", steps: 
     optimizer = torch.optim.Adam([lam], lr=p["lr"], weight_decay=p["weight_decay"])
     order = _BatchOrder([len(b) for b in obj.batches], data.seed)
     history: list[float] = []
-    rank, _ = _world()
+    rank, _ = world()
     bar = tqdm(range(p["steps"]), desc=f"samerging ({p['objective']})", unit="step",
                disable=not data.progress or rank != 0)
     for step in bar:
