@@ -29,8 +29,7 @@ What it shows: with distinct domains an LS vector's change of confidence stays o
 in every setting, against −5.7 today); in the fourth setting zero-shot is 45.1 (≤ 60), every LS model is more
 confident than zero-shot and less than its standard twin, and merging the LS models costs TA 9.6 points against
 the standard ones (64.2 → 54.6). Not yet met: TA ≥ 75 (64.2; 67.2 at hidden 128), digits' individual accuracy
-(56.5; the mean is 91.7),
-and the run time (6.4 min for this probe alone, on a busy machine).
+(56.5; the mean is 91.7), and the run time (6.4 min for this probe alone, on a busy machine).
 """
 
 from __future__ import annotations
