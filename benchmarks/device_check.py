@@ -127,19 +127,25 @@ def _command(processes: int, device: str, args: list[str]) -> tuple[list[str], d
             "-m", "hfdistac.cli.main", *args], env
 
 
+def _timed(processes: int, device: str, args: list[str]) -> float:
+    """Wall seconds of ``hfdistac ARGS`` in ``processes`` processes; its stderr's tail if it fails."""
+    cmd, env = _command(processes, device, args)
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        raise SystemExit(f"{args[0]} ({processes} process(es)) failed:\n{proc.stderr[-3000:]}")
+    return time.perf_counter() - start
+
+
 def check_merge(w: Path, processes: int, tasks: int, limit: int, out: Path, device: str) -> dict:
     """``hfdistac merge --method task_arithmetic,tsvm --calibrate`` of the look-alike recipe, evaluated on
     ``processes`` processes (the evaluation split across them); its report and wall time."""
     recipe = _bench_real_size()._merge_recipe(w, tasks)
     args = ["merge", str(recipe), "--method", "task_arithmetic,tsvm", "--calibrate", "--val-limit", str(limit),
+            *(["--alpha-grid", "0.3", "0.5"] if limit < 256 else []),
             "--test-limit", str(limit), "--batch-size", "128", "--device", device, "--output", str(out),
             "--overwrite", "--no-progress"]
-    cmd, env = _command(processes, device, args)
-    start = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    wall = time.perf_counter() - start
-    if proc.returncode != 0:
-        raise SystemExit(f"merge ({processes} process(es)) failed:\n{proc.stderr[-3000:]}")
+    wall = _timed(processes, device, args)
     return {"wall_s": wall, "report": json.loads((out / "report.json").read_text())}
 
 
@@ -160,12 +166,7 @@ def check_run(w: Path, processes: int, steps: int, out: Path, device: str) -> di
     recipe = _bench_real_size()._merge_recipe(w, 3)
     args = ["run", str(recipe), "--output", str(out), "--method", "task_arithmetic,tsvm", "--condition-steps",
             str(steps), "--inspect-limit", "64", "--no-progress"]
-    cmd, env = _command(processes, device, args)
-    start = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    wall = time.perf_counter() - start
-    if proc.returncode != 0:
-        raise SystemExit(f"run ({processes} process(es)) failed:\n{proc.stderr[-3000:]}")
+    wall = _timed(processes, device, args)
     report = json.loads((out / "run.json").read_text())
     return {"wall_s": wall, "stages": report["stages"], "conditioned": list(report["conditioned"])}
 
@@ -239,8 +240,8 @@ def main() -> None:
                      f"{images / merges[procs]['wall_s']:.0f}", "", None,
                      f"wall {merges[procs]['wall_s']:.0f} s (process start included); "
                      + (same_merge(merges[1], merges[procs]) if procs > 1 else "the reference")))
-    for procs in sorted({1, n_gpus}):
-        r = check_run(a.workdir, procs, steps, a.workdir / f"run-{procs}", a.device)
+    for procs in sorted({1, n_gpus}) if not a.quick else []:  # --quick: its merges search the whole α grid,
+        r = check_run(a.workdir, procs, steps, a.workdir / f"run-{procs}", a.device)  # minutes on a CPU
         rows.append((f"run, 3 tasks ({', '.join(r['conditioned']) or 'none'} conditioned, {steps} steps), "
                      f"{procs} process(es)", "", "", None,
                      f"wall {r['wall_s']:.0f} s: " + ", ".join(f"{s['stage']} {s['seconds']:.0f} s" for s in r["stages"])))
