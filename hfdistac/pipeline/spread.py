@@ -65,6 +65,8 @@ def condition_spread(jobs: list[tuple[str, Path, dict[str, Any], bool]], run_her
     Returns:
         Task → its report, for every job (read back after all processes are done).
     """
+    import torch
+
     from ..distributed import all_reduce_sum, barrier, world
     from ..errors import TrainingError
     from ..processes import worker_failure
@@ -88,19 +90,13 @@ def condition_spread(jobs: list[tuple[str, Path, dict[str, Any], bool]], run_her
         shutil.rmtree(workdir, ignore_errors=True)
         if failure is not None:
             break
-    failed = int(all_reduce_sum(_one(failure is not None))[0])
+    failed = int(all_reduce_sum(torch.tensor([float(failure is not None)]))[0])  # every process learns of it
     if failure is not None:
         raise failure
     if failed:
         raise TrainingError(f"conditioning failed on {failed} other process(es)", "see their error above")
     barrier()
     return {name: run_here(fields) for name, _, fields, _ in jobs}
-
-
-def _one(flag: bool):
-    import torch
-
-    return torch.tensor([1.0 if flag else 0.0])
 
 
 def main(argv: list[str] | None = None) -> int:
