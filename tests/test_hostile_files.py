@@ -254,4 +254,6 @@ def test_a_corrupt_checkpoint_is_never_half_restored_on_resume(tiny, tmp_path, c
     assert run_cli(capsys, "condition", tiny.ft_a, "--base", tiny.base, "--data", tiny.data, "--steps", "4",
                    "--batch-size", "8", "--eval-limit", "8", "--no-progress", "--output", fresh)[0] == 0
     a, b = (json.loads((d / "report.json").read_text()) for d in (out, fresh))
-    assert a["steps"] == 4 and a["norm_after"] == b["norm_after"]  # a clean start, not a half-restored state
+    # a clean start, not a half-restored state (which ends 2e-5 away, relatively); equal up to float rounding, since kernels
+    # may round differently from one run to the next on some CPUs
+    assert a["steps"] == 4 and a["norm_after"] == pytest.approx(b["norm_after"], rel=1e-6, abs=0)
