@@ -55,6 +55,20 @@ def is_main() -> bool:
     return world()[0] == 0
 
 
+def finish(wait: bool = True) -> None:
+    """Leave the process group at the end of a command, so that no communication thread outlives the interpreter
+    (gloo's can abort a process at exit otherwise): wait for the other processes first (``wait``, after success;
+    not after an error, when they may never arrive), then destroy the group. A no-op without one."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return
+    try:
+        if wait and world()[1] > 1:
+            torch.distributed.barrier()
+    except RuntimeError as e:  # another process is gone: its own error is the one to read
+        logger.warning("leaving the process group without the other processes (%s)", str(e).splitlines()[0][:200])
+    torch.distributed.destroy_process_group()
+
+
 def _comm_device() -> torch.device:
     """Where collective tensors must live: this process's GPU for NCCL, the CPU otherwise."""
     if torch.distributed.get_backend() == "nccl":

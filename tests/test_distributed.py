@@ -73,6 +73,25 @@ def test_loader_parts_of_a_stream_are_the_one_process_batches(tiny):
     assert [b["rows"].tolist() for b in part] == [b["rows"].tolist() for b in whole[1::2]]
 
 
+def test_a_command_leaves_its_process_group_before_the_interpreter_ends(tiny, tmp_path, capsys):
+    """The CLI destroys a launch's process group at the end (gloo's threads can abort a process at exit), after a
+    success and after an error alike."""
+    import torch.distributed as dist
+
+    from hfdistac.cli.main import main
+
+    for i, argv in enumerate([["inspect", str(tiny.ft_a), "--base", str(tiny.base), "--output", str(tmp_path / "ok")],
+                              ["inspect", str(tmp_path / "missing"), "--base", str(tiny.base)]]):
+        dist.init_process_group("gloo", store=dist.FileStore(str(tmp_path / f"store{i}"), 1), rank=0, world_size=1)
+        try:
+            code = main(argv)
+            assert dist.is_initialized() is False, code
+        finally:
+            if dist.is_initialized():
+                dist.destroy_process_group()
+        assert code == (0 if i == 0 else 2), capsys.readouterr().err
+
+
 def test_a_launch_that_asked_for_several_processes_and_got_one_is_refused():
     one_of_two = {"ACCELERATE_MIXED_PRECISION": "no", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29500"}
     with pytest.raises(InputError) as e:

@@ -221,6 +221,7 @@ def _distributed_worker(rank: int, world: int, port: int, problem, out_dir: str)
         samerging_merge(tvs, steps=4, init=0.3, lr=1e-2, batches_per_task=1, batch_size=4,
                         data=SAMergingData(base=base, vision_config=cfg, tasks=shard), result=result)
         torch.save({"rank": dist.get_rank(), "coefficients": result["coefficients"]}, f"{out_dir}/rank{rank}.pt")
+        dist.barrier()  # neither process leaves while the other still talks to it (gloo aborts then)
     finally:
         dist.destroy_process_group()
 

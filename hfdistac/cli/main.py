@@ -223,6 +223,19 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger("hfdistac").setLevel(logging.ERROR)
         logging.getLogger("hfdistac.progress").setLevel(logging.ERROR)
     cmd: Command = args._command
+    code = 1
+    try:
+        code = _run(cmd, args, debug)
+        return code
+    finally:
+        if "torch" in sys.modules:  # a command that never loaded torch joined no process group
+            from ..distributed import finish
+
+            finish(wait=code == 0)  # leave a launch's process group before the interpreter ends
+
+
+def _run(cmd: Command, args: argparse.Namespace, debug: bool) -> int:
+    """Run one parsed command; returns the exit status, with every error turned into one message."""
     try:
         check_launch(cmd.name)
         cfg = config_from_args(cmd.config_cls, args, args.config)
