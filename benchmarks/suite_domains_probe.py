@@ -147,22 +147,7 @@ def processed(processor, images: np.ndarray) -> torch.Tensor:
     return processor(images=list(images), return_tensors="pt")["pixel_values"]
 
 
-def main() -> None:
-    import copy
-
-    from transformers import CLIPModel
-
-    from hfdistac.example_suite.training import (
-        finetune_vision,
-        load_vision_params,
-        predict_logits,
-        pretrain_clip,
-        vision_params,
-    )
-    from hfdistac.heads import build_head
-    from hfdistac.metrics import entropy, top1_accuracy
-    from hfdistac.tiny import build_word_tokenizer, tiny_clip_config, tiny_image_processor
-
+def _args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--hidden", type=int, default=64)
     p.add_argument("--layers", type=int, default=2)
@@ -175,14 +160,21 @@ def main() -> None:
     p.add_argument("--finetune-steps", type=int, default=300)
     p.add_argument("--finetune-lr", type=float, default=3e-4)
     p.add_argument("--label-smoothing", type=float, default=0.1)
+    p.add_argument("--highlr-factor", type=float, default=20.0)
     p.add_argument("--alpha", type=float, default=0.3)
     p.add_argument("--seed", type=int, default=0)
-    a = p.parse_args()
-    start = time.perf_counter()
-    names = list(DOMAINS)
-    processor = tiny_image_processor(S)
-    words = [w for d, cs in DOMAINS.items() for w in [d, *cs]] + ["a", "photo", "of", "the", "image"]
-    tokenizer = build_word_tokenizer(words)
+    p.add_argument("--distac-steps", type=int, default=500, help="DisTaC optimiser steps (0: no DisTaC stage)")
+    p.add_argument("--distac-lr", type=float, default=None, help="default: the fine-tuning learning rate")
+    p.add_argument("--beta", type=float, default=0.5)
+    p.add_argument("--mismatch-tasks", type=int, default=2, help="norm-mismatch runs (tasks in order; the paper: 8)")
+    p.add_argument("--cache", default="/tmp/suite_domains_probe", help="stage-1 models are kept here by setting")
+    return p.parse_args()
+
+
+def _pretrain(a: argparse.Namespace, names: list[str], processor, tokenizer, clip) -> None:
+    """Contrastive pretraining on a shifted, caption-noisy mixture of the domains (in place)."""
+    from hfdistac.example_suite.training import pretrain_clip
+
     rng = np.random.default_rng(a.seed)
     pre_imgs, captions = [], []
     for d in names:
@@ -194,47 +186,176 @@ def main() -> None:
         captions += [f"a photo of a {w} {d}" for w in words]
     pixels = processed(processor, np.concatenate(pre_imgs))
     enc = tokenizer(captions, padding=True, return_tensors="pt")
+    pretrain_clip(clip, pixels, enc["input_ids"], enc["attention_mask"], steps=a.pretrain_steps, batch_size=128,
+                  lr=3e-3, seed=a.seed, learn_temperature=False, progress=False)
+
+
+def _stage1(a: argparse.Namespace, names: list[str], processor, tokenizer):
+    """Pretrained base, heads and every task vector (std, LS, high-lr), cached by the settings that make them
+    (the pretrained CLIP on its own too, so fine-tuning settings can change without pretraining again)."""
+    import copy
+    import hashlib
+    import json
+    import os
+
+    from safetensors.torch import load_file, save_file
+    from transformers import CLIPModel
+
+    from hfdistac.example_suite.training import finetune_vision, vision_params
+    from hfdistac.heads import build_head
+    from hfdistac.tiny import tiny_clip_config
+
+    base_keys = ("hidden", "layers", "pretrain_steps", "pretrain_per_domain", "shift", "caption_noise", "seed")
+    keys = (*base_keys, "n_train", "finetune_steps", "finetune_lr", "label_smoothing", "highlr_factor")
+
+    def cached(names_: tuple[str, ...]) -> str:
+        tag = hashlib.sha256(json.dumps({k: getattr(a, k) for k in names_}).encode()).hexdigest()[:12]
+        return os.path.join(a.cache, f"{tag}.safetensors")
+
+    path, base_path = cached(keys), cached(base_keys) + ".base"
     cfg = tiny_clip_config(tokenizer, hidden_size=a.hidden, num_layers=a.layers, num_heads=max(2, a.hidden // 32),
                            image_size=S, patch_size=8, projection_dim=a.hidden)
     cfg.logit_scale_init_value = float(np.log(100.0))
     torch.manual_seed(a.seed)
     clip = CLIPModel(cfg)
-    pretrain_clip(clip, pixels, enc["input_ids"], enc["attention_mask"], steps=a.pretrain_steps, batch_size=128,
-                  lr=3e-3, seed=a.seed, learn_temperature=False, progress=False)
-    print(f"pretrained in {time.perf_counter() - start:.0f} s", flush=True)
-    clip.eval()
     vision = copy.deepcopy(clip.vision_model)
-    theta0 = vision_params(vision)
-    data, heads = {}, {}
-    for i, d in enumerate(names):
-        r = np.random.default_rng([a.seed, 1, i])
-        tr, te = make(d, a.n_train, r), make(d, a.n_test, r)
-        data[d] = (processed(processor, tr[0]), torch.from_numpy(tr[1]), processed(processor, te[0]),
-                   torch.from_numpy(te[1]))
-        heads[d] = build_head(clip, tokenizer, [f"{c} {d}" for c in DOMAINS[d]], ["a photo of a {c}."])
-
-    def evaluate(weights, d):
-        load_vision_params(vision, weights)
-        lg = predict_logits(vision, heads[d], data[d][2])
-        return top1_accuracy(lg, data[d][3]), float(entropy(lg).mean())
-
-    zs = {d: evaluate(theta0, d) for d in names}
-    taus = {"std": {}, "ls": {}}
-    acc = {"std": {}, "ls": {}}
+    if os.path.exists(path):
+        return vision, load_file(path), True
+    start = time.perf_counter()
+    os.makedirs(a.cache, exist_ok=True)
+    if os.path.exists(base_path):  # θ₀ and the heads (the text side is needed for nothing else)
+        out = load_file(base_path)
+    else:
+        _pretrain(a, names, processor, tokenizer, clip)
+        clip.eval()
+        out = {f"theta0/{k}": v for k, v in vision_params(clip.vision_model).items()}
+        for d in names:
+            head = build_head(clip, tokenizer, [f"{c} {d}" for c in DOMAINS[d]], ["a photo of a {c}."])
+            out[f"head/{d}/weight"], out[f"head/{d}/projection"] = head.weight, head.projection
+            out["logit_scale"] = torch.tensor(head.logit_scale)
+        save_file({k: v.contiguous() for k, v in out.items()}, base_path)
+    print(f"pretrained in {time.perf_counter() - start:.0f} s", flush=True)
+    theta0 = _part(out, "theta0/")
     for d in names:
-        for kind, ls in (("std", 0.0), ("ls", a.label_smoothing)):
-            load_vision_params(vision, theta0)
-            finetune_vision(vision, heads[d], data[d][0], data[d][1], steps=a.finetune_steps, batch_size=64,
-                            lr=a.finetune_lr, seed=a.seed, label_smoothing=ls, progress=False)
-            ft = vision_params(vision)
-            taus[kind][d] = {k: ft[k] - theta0[k] for k in theta0}
-            acc[kind][d] = evaluate(ft, d)
+        head = _head(out, d)
+        train = _data(a, d)[0:2]
+        for kind, ls, lr in (("std", 0.0, a.finetune_lr), ("ls", a.label_smoothing, a.finetune_lr),
+                             ("highlr", 0.0, a.finetune_lr * a.highlr_factor)):
+            _load(vision, theta0)
+            finetune_vision(vision, head, *train, steps=a.finetune_steps, batch_size=64, lr=lr, seed=a.seed,
+                            label_smoothing=ls, progress=False)
+            out.update({f"{kind}/{d}/{k}": v - theta0[k] for k, v in vision_params(vision).items()})
         print(f"{d}: fine-tuned ({time.perf_counter() - start:.0f} s)", flush=True)
-    print("\n| task | classes | zero-shot acc | ZS entropy | std acc | std entropy | LS acc | LS entropy |")
-    print("|:--|--:|--:|--:|--:|--:|--:|--:|")
-    for d in names:
-        print(f"| {d} | {len(DOMAINS[d])} | {zs[d][0]:.1f} | {zs[d][1]:.3f} | {acc['std'][d][0]:.1f} | "
-              f"{acc['std'][d][1]:.3f} | {acc['ls'][d][0]:.1f} | {acc['ls'][d][1]:.3f} |")
+    save_file({k: v.contiguous() for k, v in out.items()}, path)
+    return vision, out, False
+
+
+_DATA: dict = {}
+
+
+def _data(a: argparse.Namespace, d: str):
+    """Task ``d``'s (train pixels, train labels, val pixels, val labels, test pixels, test labels)."""
+    if d not in _DATA:
+        from hfdistac.tiny import tiny_image_processor
+
+        processor = tiny_image_processor(S)
+        r = np.random.default_rng([a.seed, 1, list(DOMAINS).index(d)])
+        tr, te, va = make(d, a.n_train, r), make(d, a.n_test, r), make(d, a.n_test, r)
+        _DATA[d] = (processed(processor, tr[0]), torch.from_numpy(tr[1]), processed(processor, va[0]),
+                    torch.from_numpy(va[1]), processed(processor, te[0]), torch.from_numpy(te[1]))
+    return _DATA[d]
+
+
+def _load(vision, weights) -> None:
+    from hfdistac.example_suite.training import load_vision_params
+
+    load_vision_params(vision, weights)
+
+
+def _part(store: dict, prefix: str) -> dict[str, torch.Tensor]:
+    return {k[len(prefix):]: v for k, v in store.items() if k.startswith(prefix)}
+
+
+def _head(store: dict, d: str):
+    from hfdistac.heads import Head
+
+    return Head(store[f"head/{d}/weight"], store[f"head/{d}/projection"], float(store["logit_scale"]), DOMAINS[d],
+                ["{c}"])
+
+
+def distac(vision, head, theta0, tau, pixels, *, kappa: float, temps: tuple[float, float], beta: float, lr: float,
+           steps: int, seed: int, batch_size: int = 128) -> dict[str, torch.Tensor]:
+    """Algorithm 1 in memory, with the library's loss, anchor, schedule and data order: the conditioned τ."""
+    from hfdistac.conditioning.algorithm import (
+        cosine_with_warmup,
+        distillation_loss,
+        effective_warmup,
+        global_batch_indices,
+    )
+    from hfdistac.example_suite.training import predict_logits
+
+    _load(vision, {k: theta0[k] + tau[k] for k in theta0})
+    teacher = predict_logits(vision, head, pixels)
+    init = {k: theta0[k] + kappa * tau[k] for k in theta0}
+    _load(vision, init)
+    params = {f"vision_model.{k}": p for k, p in vision.named_parameters()}
+    opt = torch.optim.AdamW(params.values(), lr=lr, weight_decay=0.0)
+    warm = effective_warmup(steps)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: cosine_with_warmup(s, total=steps, warmup=warm))
+    vision.train()
+    for step in range(steps):
+        idx = global_batch_indices(len(pixels), batch_size, step, seed)
+        z = head.logits(vision(pixel_values=pixels[idx]).pooler_output)
+        loss = distillation_loss(z, teacher[idx], *temps)
+        loss = loss + beta * sum(((p - init[k]) ** 2).sum() for k, p in params.items())
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(list(params.values()), 1.0)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+    vision.eval()
+    return {k: p.detach().clone() - theta0[k] for k, p in params.items()}
+
+
+def _norm(tau) -> float:
+    return float(torch.sqrt(sum((v.double() ** 2).sum() for v in tau.values())))
+
+
+def main() -> None:
+    from hfdistac.merging.ties import ties_merge
+    from hfdistac.merging.tsvm import tsvm_merge
+    from hfdistac.metrics import entropy, top1_accuracy
+    from hfdistac.tiny import build_word_tokenizer, tiny_image_processor
+
+    a = _args()
+    start = time.perf_counter()
+    names = list(DOMAINS)
+    words = [w for d, cs in DOMAINS.items() for w in [d, *cs]] + ["a", "photo", "of", "the", "image"]
+    vision, store, cached = _stage1(a, names, tiny_image_processor(S), build_word_tokenizer(words))
+    print(f"stage 1 {'from the cache' if cached else 'built'} ({time.perf_counter() - start:.0f} s)", flush=True)
+    theta0 = _part(store, "theta0/")
+    heads = {d: _head(store, d) for d in names}
+    taus = {kind: {d: _part(store, f"{kind}/{d}/") for d in names} for kind in ("std", "ls", "highlr")}
+
+    from hfdistac.example_suite.training import predict_logits
+
+    def evaluate(weights, d, split=4):
+        _load(vision, weights)
+        lg = predict_logits(vision, heads[d], _data(a, d)[split])
+        return top1_accuracy(lg, _data(a, d)[split + 1]), float(entropy(lg).mean())
+
+    def wrong_margin(weights, d) -> float:
+        """Median top-1 minus top-2 logit over the test images this model gets wrong (how sure its errors are)."""
+        _load(vision, weights)
+        lg = predict_logits(vision, heads[d], _data(a, d)[4])
+        top = lg.topk(2, dim=-1).values
+        wrong = lg.argmax(-1) != _data(a, d)[5]
+        return float((top[:, 0] - top[:, 1])[wrong].median()) if wrong.any() else float("nan")
+
+    def margin(weights, d) -> float:
+        _load(vision, weights)
+        top = predict_logits(vision, heads[d], _data(a, d)[4]).topk(2, dim=-1).values
+        return float((top[:, 0] - top[:, 1]).median())
 
     def added(tau_sets, alpha):
         w = {k: v.clone() for k, v in theta0.items()}
@@ -243,6 +364,21 @@ def main() -> None:
                 w[k] += alpha * v
         return w
 
+    zs = {d: evaluate(theta0, d) for d in names}
+    acc = {kind: {d: evaluate(added([taus[kind][d]], 1.0), d) for d in names} for kind in taus}
+    print("\n| task | classes | zero-shot acc | ZS entropy | std acc | std entropy | LS acc | LS entropy | high-lr acc |"
+          " ‖τ‖ std / LS / high-lr |")
+    print("|:--|--:|--:|--:|--:|--:|--:|--:|--:|--:|")
+    for d in names:
+        print(f"| {d} | {len(DOMAINS[d])} | {zs[d][0]:.1f} | {zs[d][1]:.3f} | {acc['std'][d][0]:.1f} | "
+              f"{acc['std'][d][1]:.3f} | {acc['ls'][d][0]:.1f} | {acc['ls'][d][1]:.3f} | {acc['highlr'][d][0]:.1f} | "
+              f"{_norm(taus['std'][d]):.2f} / {_norm(taus['ls'][d]):.2f} / {_norm(taus['highlr'][d]):.2f} |")
+
+    print("\nMedian top-1 − top-2 logit on test: zero-shot on its wrong answers | zero-shot | std | LS "
+          "(the LS vector at α overrules a wrong zero-shot answer only if α·(its margin + the error's) > the error's)")
+    for d in names:
+        print(f"| {d} | {wrong_margin(theta0, d):.2f} | {margin(theta0, d):.2f} | "
+              f"{margin(added([taus['std'][d]], 1.0), d):.2f} | {margin(added([taus['ls'][d]], 1.0), d):.2f} |")
     print(f"\nOne task vector added alone at alpha {a.alpha}: mean change of the OTHER tasks' accuracy (points)")
     print("| added | standard | label-smoothed |\n|:--|--:|--:|")
     costs = {"std": [], "ls": []}
@@ -254,13 +390,62 @@ def main() -> None:
             costs[kind].append(delta)
             row.append(delta)
         print(f"| {d} | {row[0]:+.1f} | {row[1]:+.1f} |")
-    print(f"| mean | {np.mean(costs['std']):+.1f} | {np.mean(costs['ls']):+.1f} |")
-    print("\nTask Arithmetic of all eight (mean accuracy over tasks, best alpha of 0.1..1.0 on test: a probe)")
-    for kind in ("std", "ls"):
-        best = max((np.mean([evaluate(added(list(taus[kind].values()), al), d)[0] for d in names]), al)
-                   for al in [0.1, 0.2, 0.3, 0.4, 0.5, 0.7, 1.0])
-        print(f"{kind}: {best[0]:.1f} at alpha {best[1]} (individual mean "
-              f"{np.mean([acc[kind][d][0] for d in names]):.1f}, zero-shot {np.mean([zs[d][0] for d in names]):.1f})")
+    print(f"| mean | {np.mean(costs['std']):+.1f} | {np.mean(costs['ls']):+.1f} |", flush=True)
+
+    merges = {"TA": lambda ts: {k: sum(t[k] for t in ts) for k in ts[0]}, "TIES": ties_merge, "TSV-M": tsvm_merge}
+    grid = [round(0.05 * i, 2) for i in range(1, 21)]
+
+    def merged_score(tau_list, individual):
+        """Per method: (mean normalised test accuracy, mean absolute, α) with α chosen on validation."""
+        out = {}
+        for m, fn in merges.items():
+            tau_m = fn(tau_list)
+            best = max(grid, key=lambda al: np.mean([evaluate(added([tau_m], al), d, 2)[0] for d in names]))
+            test = [evaluate(added([tau_m], best), d)[0] for d in names]
+            out[m] = (100 * np.mean([t / individual[d] for t, d in zip(test, names, strict=True)]), np.mean(test), best)
+        return out
+
+    def show(title, scores):
+        print(f"{title}: " + "; ".join(f"{m} {v[0]:.1f} (abs {v[1]:.1f}, α {v[2]})" for m, v in scores.items()),
+              flush=True)
+
+    ind = {kind: {d: acc[kind][d][0] for d in names} for kind in taus}
+    print(f"\nzero-shot mean {np.mean([zs[d][0] for d in names]):.1f}, normalised by std "
+          f"{100 * np.mean([zs[d][0] / ind['std'][d] for d in names]):.1f}; individual std "
+          f"{np.mean(list(ind['std'].values())):.1f}, LS {np.mean(list(ind['ls'].values())):.1f}")
+    std = merged_score(list(taus["std"].values()), ind["std"])
+    show("standard (normalised by std)", std)
+    ls = merged_score(list(taus["ls"].values()), ind["ls"])
+    show("low-confidence (normalised by LS)", ls)
+    if a.distac_steps:
+        lr = a.distac_lr or a.finetune_lr
+        cond = {}
+        for d in names:
+            cond[d] = distac(vision, heads[d], theta0, taus["ls"][d], _data(a, d)[0], kappa=1.0, temps=(1.0, 10.0),
+                             beta=a.beta, lr=lr, steps=a.distac_steps, seed=a.seed)
+        print("DisTaC margins: " + ", ".join(f"{d} {margin(added([cond[d]], 1.0), d):.2f}" for d in names))
+        print(f"DisTaC (1,10) on the LS vectors done ({time.perf_counter() - start:.0f} s); entropy LS → DisTaC: "
+              + ", ".join(f"{d} {acc['ls'][d][1]:.2f}→{evaluate(added([cond[d]], 1.0), d)[1]:.2f}" for d in names))
+        lsd = merged_score(list(cond.values()), ind["ls"])
+        show("low-confidence + DisTaC (normalised by LS)", lsd)
+        print("recovered share of the LS drop: " + ", ".join(
+            f"{m} {100 * (lsd[m][0] - ls[m][0]) / (std[m][0] - ls[m][0]):.0f} %" if std[m][0] > ls[m][0] else
+            f"{m} (no drop)" for m in merges))
+    for d in names[:a.mismatch_tasks]:
+        ts = {**taus["std"], d: taus["highlr"][d]}
+        indiv = {**ind["std"], d: ind["highlr"][d]}
+        nm = merged_score(list(ts.values()), indiv)
+        show(f"norm mismatch on {d}", nm)
+        if a.distac_steps:
+            others = [_norm(taus["std"][o]) for o in names if o != d]
+            kappa = float(np.mean(others)) / _norm(taus["highlr"][d])
+            c = distac(vision, heads[d], theta0, taus["highlr"][d], _data(a, d)[0], kappa=kappa, temps=(10.0, 10.0),
+                       beta=a.beta, lr=a.distac_lr or a.finetune_lr, steps=a.distac_steps, seed=a.seed)
+            nmd = merged_score(list({**ts, d: c}.values()), indiv)
+            show(f"norm mismatch on {d} + DisTaC (κ {kappa:.2f})", nmd)
+            print("recovered: " + ", ".join(
+                f"{m} {100 * (nmd[m][0] - nm[m][0]) / (std[m][0] - nm[m][0]):.0f} %" if std[m][0] > nm[m][0] else
+                f"{m} (no drop)" for m in merges))
     print(f"\ntotal {time.perf_counter() - start:.0f} s")
 
 
