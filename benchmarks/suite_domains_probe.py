@@ -93,7 +93,7 @@ that DisTaC wins back; NM = the first task's high-lr model swapped in):
 
   Here DisTaC both raises the own-task gain at α 0.2–0.4 and halves the cost to the others at α 1. The price:
   two standard models fall below 90 % (digits 89.5, glyphs 89.0), the norm-mismatch drop almost vanishes even
-  at 60 × the learning rate (3.2, 3.3, 1.1), and the 24 fine-tunes take 21 minutes.
+  at 60 × the learning rate (3.2, 3.3, 1.1), and the 24 fine-tunes take 23 minutes.
 - Norm mismatch reproduces on the distinct domains: drops 8.4–18.0 points, DisTaC wins back 58–98 %.
 - Standard TA 70.4 is below the issue's 75 and TSV-M is 3.3 (not 5) above it. The last row's whole probe took
   694 s on 2 idle cores (pretraining 109 s, stage 1 420 s); the issue's ≤ 12 min build + demo looks reachable.
