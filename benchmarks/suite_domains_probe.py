@@ -368,6 +368,7 @@ def distac(vision, head, theta0, tau, pixels, *, kappa: float, temps: tuple[floa
            steps: int, seed: int, batch_size: int = 128) -> dict[str, torch.Tensor]:
     """Algorithm 1 in memory, with the library's loss, anchor, schedule and data order: the conditioned τ."""
     from hfdistac.conditioning.algorithm import (
+        anchor_penalty,
         cosine_with_warmup,
         distillation_loss,
         effective_warmup,
@@ -388,7 +389,7 @@ def distac(vision, head, theta0, tau, pixels, *, kappa: float, temps: tuple[floa
         idx = global_batch_indices(len(pixels), batch_size, step, seed)
         z = head.logits(vision(pixel_values=pixels[idx]).pooler_output)
         loss = distillation_loss(z, teacher[idx], *temps)
-        loss = loss + beta * sum(((p - init[k]) ** 2).sum() for k, p in params.items())
+        loss = loss + beta * anchor_penalty(params, init)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(list(params.values()), 1.0)
         opt.step()
@@ -398,14 +399,12 @@ def distac(vision, head, theta0, tau, pixels, *, kappa: float, temps: tuple[floa
     return {k: p.detach().clone() - theta0[k] for k, p in params.items()}
 
 
-def _norm(tau) -> float:
-    return float(torch.sqrt(sum((v.double() ** 2).sum() for v in tau.values())))
-
-
 def main() -> None:
+    from hfdistac.merging.task_arithmetic import task_arithmetic_merge
     from hfdistac.merging.ties import ties_merge
     from hfdistac.merging.tsvm import tsvm_merge
     from hfdistac.metrics import entropy, top1_accuracy
+    from hfdistac.task_vectors import global_norm
     from hfdistac.tiny import build_word_tokenizer, tiny_image_processor
 
     a = _args()
@@ -417,6 +416,7 @@ def main() -> None:
     theta0 = _part(store, "theta0/")
     heads = {d: _head(store, d) for d in names}
     taus = {kind: {d: _part(store, f"{kind}/{d}/") for d in names} for kind in ("std", "ls", "highlr")}
+    norms = {kind: {d: global_norm(tau) for d, tau in by_task.items()} for kind, by_task in taus.items()}
 
     from hfdistac.example_suite.training import predict_logits
 
@@ -453,7 +453,7 @@ def main() -> None:
     for d in names:
         print(f"| {d} | {len(DOMAINS[d])} | {zs[d][0]:.1f} | {zs[d][1]:.3f} | {acc['std'][d][0]:.1f} | "
               f"{acc['std'][d][1]:.3f} | {acc['ls'][d][0]:.1f} | {acc['ls'][d][1]:.3f} | {acc['highlr'][d][0]:.1f} | "
-              f"{_norm(taus['std'][d]):.2f} / {_norm(taus['ls'][d]):.2f} / {_norm(taus['highlr'][d]):.2f} |")
+              f"{norms['std'][d]:.2f} / {norms['ls'][d]:.2f} / {norms['highlr'][d]:.2f} |")
 
     print("\nMedian top-1 − top-2 logit on test: zero-shot on its wrong answers | zero-shot | std | LS "
           "(the LS vector at α overrules a wrong zero-shot answer only if α·(its margin + the error's) > the error's)")
@@ -473,7 +473,7 @@ def main() -> None:
         print(f"| {d} | {row[0]:+.1f} | {row[1]:+.1f} |")
     print(f"| mean | {np.mean(costs['std']):+.1f} | {np.mean(costs['ls']):+.1f} |", flush=True)
 
-    merges = {"TA": lambda ts: {k: sum(t[k] for t in ts) for k in ts[0]}, "TIES": ties_merge, "TSV-M": tsvm_merge}
+    merges = {"TA": task_arithmetic_merge, "TIES": ties_merge, "TSV-M": tsvm_merge}
     grid = [round(0.05 * i, 2) for i in range(1, 21)]
 
     def merged_score(tau_list, individual):
@@ -502,8 +502,7 @@ def main() -> None:
         lr = a.distac_lr or a.finetune_lr
         cond = {}
         for d in names:
-            kappa = 1.0 if a.ls_kappa == "1" else float(np.mean([_norm(t) for t in taus["std"].values()])) / _norm(
-                taus["ls"][d])
+            kappa = 1.0 if a.ls_kappa == "1" else float(np.mean(list(norms["std"].values()))) / norms["ls"][d]
             cond[d] = distac(vision, heads[d], theta0, taus["ls"][d], _data(a, d)[0], kappa=kappa,
                              temps=(1.0, 10.0), beta=a.beta, lr=lr, steps=a.distac_steps, seed=a.seed)
         print("DisTaC margins: " + ", ".join(f"{d} {margin(added([cond[d]], 1.0), d):.2f}" for d in names))
@@ -521,7 +520,7 @@ def main() -> None:
                     own.append(evaluate(w, d)[0] - zs[d][0])
                     other.append(np.mean([evaluate(w, o)[0] - zs[o][0] for o in names if o != d]))
                 cells.append(f"{np.mean(own):+.1f} / {np.mean(other):+.1f}")
-            print(f"| {kind} | " + " | ".join(cells) + f" | {np.mean([_norm(v) for v in vecs.values()]):.2f} |",
+            print(f"| {kind} | " + " | ".join(cells) + f" | {np.mean([global_norm(v) for v in vecs.values()]):.2f} |",
                   flush=True)
         lsd = merged_score(list(cond.values()), ind["ls"])
         show("low-confidence + DisTaC (normalised by LS)", lsd)
@@ -534,8 +533,7 @@ def main() -> None:
         nm = merged_score(list(ts.values()), indiv)
         show(f"norm mismatch on {d}", nm)
         if a.distac_steps:
-            others = [_norm(taus["std"][o]) for o in names if o != d]
-            kappa = float(np.mean(others)) / _norm(taus["highlr"][d])
+            kappa = float(np.mean([norms["std"][o] for o in names if o != d])) / norms["highlr"][d]
             c = distac(vision, heads[d], theta0, taus["highlr"][d], _data(a, d)[0], kappa=kappa, temps=(10.0, 10.0),
                        beta=a.beta, lr=a.distac_lr or a.finetune_lr, steps=a.distac_steps, seed=a.seed)
             nmd = merged_score(list({**ts, d: c}.values()), indiv)
