@@ -124,6 +124,11 @@ def check_writable(path: str | Path, what: str = "output") -> None:
         OutputError: naming the folder and why.
     """
     check_name_lengths(path, what)
+    _check_folder_writable(path, what)
+
+
+def _check_folder_writable(path: str | Path, what: str) -> None:
+    """:func:`check_writable` once the names are known to fit."""
     folder = _nearest_existing(Path(path).expanduser().absolute().parent)
     if not folder.is_dir():
         raise OutputError(f"cannot write the {what} {str(path)!r}: {str(folder)!r} is not a directory")
@@ -165,7 +170,7 @@ def check_destination(path: str | Path, overwrite: bool) -> Path:
     if exists_with_files and not is_hfdistac_output(p):
         raise InputError(f"output {str(p)!r} holds files hfdistac did not write: --overwrite only replaces an earlier "
                          "hfdistac output", "choose a new or empty --output (nothing of yours is ever deleted)")
-    check_writable(p)
+    _check_folder_writable(p, "output")  # the names were checked above, before the first look at the file system
     return p
 
 

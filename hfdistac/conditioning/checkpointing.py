@@ -153,7 +153,7 @@ def _read_checkpoint(path: Path, rank: int, names: list[str], fingerprint: str) 
             per_param.setdefault(names.index(name), {})[slot] = value
         rng_file = path / f"rng-rank{rank}.safetensors"
         rng = load_file(str(rng_file)) if rng_file.is_file() else None
-        out = {"state": state, "weights": weights, "moments": per_param, "rng": rng,
+        out = {"weights": weights, "moments": per_param, "rng": rng,
                "step": int(state["step"]), "history": list(state["history"]),
                "projected": int(state.get("projected_steps", 0)), "groups": state["param_groups"],
                "scheduler": dict(state["scheduler"])}

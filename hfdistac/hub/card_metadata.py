@@ -85,8 +85,6 @@ def read_card_metadata(resolved: ResolvedModel) -> dict:
     if not readme.is_file():
         return {}
     meta = card_front_matter(readme, resolved.reference)
-    if not isinstance(meta, dict):
-        return {}
     if resolved.is_local:
         for key in ("base_model", "datasets"):
             value = meta.get(key)
