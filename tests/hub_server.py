@@ -27,6 +27,8 @@ import hashlib
 import itertools
 import json
 import re
+import socket
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -169,21 +171,26 @@ class HubServer:
         self._lock = threading.RLock()
         self._counter = itertools.count()
         self._host = host
-        self._httpd: ThreadingHTTPServer | None = None
+        self._httpd: _Server | None = None
         self._thread: threading.Thread | None = None
 
     # ---------------------------------------------------------------- lifecycle
     def start(self) -> HubServer:
         handler = type("Handler", (_Handler,), {"hub": self})
-        self._httpd = ThreadingHTTPServer((self._host, 0), handler)
-        self._httpd.daemon_threads = True
+        self._httpd = _Server((self._host, 0), handler, self)
         self._thread = threading.Thread(target=self._httpd.serve_forever, name="hub-server", daemon=True)
         self._thread.start()
         return self
 
     def stop(self) -> None:
+        """Stop serving, close every open connection and wait for their threads.
+
+        Clients keep connections alive between requests; without this their handler threads would outlive the
+        server and print a traceback whenever the client later hangs up.
+        """
         if self._httpd is not None:
             self._httpd.shutdown()
+            self._httpd.close_connections()
             self._httpd.server_close()
             self._httpd = None
 
@@ -315,6 +322,54 @@ def _is_lfs(path: str, size: int) -> bool:
 
 class _Reset(Exception):
     """Raised inside the handler to drop the connection without an answer."""
+
+
+class _Server(ThreadingHTTPServer):
+    """The HTTP server: one daemon thread per connection, tracked so that ``stop`` can end them.
+
+    A client hanging up (reset, broken pipe: any ``OSError``) is normal and stays silent. Any other error escaping a handler is
+    recorded in ``hub.unhandled`` as one line. Nothing is printed from a handler thread: formatting a traceback
+    calls ``ast.parse`` on Python 3.11, and that races with the main thread's own ``ast.parse`` (pytest's
+    assertion rewriting): "SystemError: AST constructor recursion depth mismatch", cpython gh-106905.
+    """
+
+    daemon_threads = True
+
+    def __init__(self, address, handler, hub: HubServer):
+        super().__init__(address, handler)
+        self.hub = hub
+        self._connections: dict[socket.socket, threading.Thread] = {}
+        self._connections_lock = threading.Lock()
+
+    def process_request(self, request, client_address):
+        thread = threading.Thread(target=self.process_request_thread, args=(request, client_address),
+                                  name="hub-server-connection", daemon=True)
+        with self._connections_lock:
+            self._connections[request] = thread
+        thread.start()
+
+    def shutdown_request(self, request):
+        with self._connections_lock:
+            self._connections.pop(request, None)
+        super().shutdown_request(request)
+
+    def handle_error(self, request, client_address):
+        error = sys.exc_info()[1]
+        if isinstance(error, OSError):  # the client hung up, or stop() shut the connection
+            return
+        self.hub.unhandled.append(f"connection {client_address}: {type(error).__name__}: {error}")
+
+    def close_connections(self, timeout: float = 5.0) -> None:
+        """Shut every open connection down and wait up to ``timeout`` seconds for its thread to end."""
+        with self._connections_lock:
+            open_now = list(self._connections.items())
+        for request, _ in open_now:
+            try:
+                request.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        for _, thread in open_now:
+            thread.join(timeout)
 
 
 class _Handler(BaseHTTPRequestHandler):

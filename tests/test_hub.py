@@ -569,3 +569,39 @@ def test_a_stream_whose_connection_drops_is_retried_a_bounded_number_of_times(hu
     said_to.removeHandler(caplog.handler)
     said = [r.getMessage() for r in caplog.records if r.name == "hfdistac.progress"]
     assert any("connection broke" in m for m in said), [r.getMessage() for r in caplog.records]
+
+
+def _connection_threads() -> list:
+    import threading
+
+    return [t for t in threading.enumerate() if t.name == "hub-server-connection" and t.is_alive()]
+
+
+def test_the_loopback_hub_ends_its_connections_on_stop_and_a_client_hanging_up_prints_nothing(capfd):
+    """A handler thread that outlives the server prints a traceback when its client later hangs up; on
+    Python 3.11 that races with the main thread's ``ast.parse`` and killed a CI run after every test passed."""
+    import http.client
+    import socket
+    import struct
+
+    from tests.hub_server import HubServer
+
+    before = len(_connection_threads())
+    server = HubServer(token=DUMMY_TOKEN).start()
+    host, port = server.url.removeprefix("http://").split(":")
+    kept_alive = http.client.HTTPConnection(host, int(port), timeout=10)
+    kept_alive.request("GET", "/api/models/org/none")
+    assert kept_alive.getresponse().read()  # answered; the connection stays open (HTTP/1.1)
+    rude = socket.create_connection((host, int(port)), timeout=10)
+    rude.sendall(b"GET /api/models/org/none HTTP/1.1\r\nHost: x\r\n")  # headers never finished...
+    rude.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    rude.close()  # ...and the connection reset
+    deadline = time.monotonic() + 10
+    while len(_connection_threads()) > before + 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert len(_connection_threads()) == before + 1  # the reset connection's thread ended
+    server.stop()
+    assert len(_connection_threads()) == before  # the kept-alive one too
+    kept_alive.close()
+    assert capfd.readouterr().err == ""
+    assert server.unhandled == []
