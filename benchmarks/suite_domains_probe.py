@@ -95,6 +95,18 @@ that DisTaC wins back; NM = the first task's high-lr model swapped in):
   two standard models fall below 90 % (digits 89.5, glyphs 89.0), the norm-mismatch drop almost vanishes even
   at 60 × the learning rate (3.2, 3.3, 1.1), and the 24 fine-tunes take 23 minutes.
 - Norm mismatch reproduces on the distinct domains: drops 8.4–18.0 points, DisTaC wins back 58–98 %.
+- Wider (third session): hidden 128, otherwise the lr 3e-5 × 2000 row, high lr 100 × on digits. Zero-shot 55.2
+  (57.9 normalised); standard models 95.0 mean, digits 80.5; ‖τ‖ std 1.1–3.7, LS 3.3–5.2, high-lr 17.9–31.0.
+
+  | TA, TIES, TSV-M | standard | LS | LS + DisTaC (κ 1, (1, 10)) | recovered | NM digits → + DisTaC | recovered |
+  |:--|:--|:--|:--|:--|:--|:--|
+  | hidden 128 | 74.3, 64.1, 69.3 | 60.0, 59.8, 62.4 | 66.3, 63.2, 68.3 | 44, 80, 86 % | 65.3, 60.0, 68.6 → 73.9, 64.3, 68.6 | 96, 105, −5 % |
+
+  Width raises TA (70.1 → 74.3) and the cure (42/70/67 → 44/80/86 %), but TIES and TSV-M fall below TA, the LS
+  drops of TIES and TSV-M are 4.3 and 6.9 (< 10), the norm-mismatch drop is 9.0 / 4.1 / 0.7 even at 100 × the
+  learning rate, digits is at 80.5, and the probe took 6254 s (beside a test run; pretraining alone 981 s).
+  One vector alone (own-task gain / change of the others): standard +18.9 / −0.4 at α 0.4, −1.4 at α 1;
+  LS +19.2 / −1.3, −5.3 at α 1; LS + DisTaC +22.1 / −0.6, −2.0 at α 1.
 - Standard TA 70.4 is below the issue's 75 and TSV-M is 3.3 (not 5) above it. The 90 % row at lr 3e-4 took
   694 s on 2 idle cores (pretraining 109 s, stage 1 420 s): within the issue's ≤ 12 min build + demo, unlike
   lr 3e-5 × 2000.
