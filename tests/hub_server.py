@@ -333,8 +333,6 @@ class _Server(ThreadingHTTPServer):
     assertion rewriting): "SystemError: AST constructor recursion depth mismatch", cpython gh-106905.
     """
 
-    daemon_threads = True
-
     def __init__(self, address, handler, hub: HubServer):
         super().__init__(address, handler)
         self.hub = hub
