@@ -589,11 +589,12 @@ def test_the_loopback_hub_ends_its_connections_on_stop_and_a_client_hanging_up_p
     before = len(_connection_threads())
     server = HubServer(token=DUMMY_TOKEN).start()
     host, port = server.url.removeprefix("http://").split(":")
-    kept_alive = http.client.HTTPConnection(host, int(port), timeout=10)
-    kept_alive.request("GET", "/api/models/org/none")
-    assert kept_alive.getresponse().read()  # answered; the connection stays open (HTTP/1.1)
     rude = socket.create_connection((host, int(port)), timeout=10)
     rude.sendall(b"GET /api/models/org/none HTTP/1.1\r\nHost: x\r\n")  # headers never finished...
+    kept_alive = http.client.HTTPConnection(host, int(port), timeout=10)
+    kept_alive.request("GET", "/api/models/org/none")
+    # answered, so the server accepted both (in order) and both threads wait; this one stays open (HTTP/1.1)
+    assert kept_alive.getresponse().read()
     rude.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     rude.close()  # ...and the connection reset
     deadline = time.monotonic() + 10
