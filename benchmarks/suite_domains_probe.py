@@ -354,6 +354,7 @@ def _args() -> argparse.Namespace:
                         "is confidently wrong on those classes (as real CLIP on distinctions it never learned)")
     p.add_argument("--sibling-prob", type=float, default=1.0,
                    help="with --sibling-captions: the share of an odd class's captions that name its sibling")
+    p.add_argument("--consensus", action="store_true", help="also merge with Consensus TA (TALL masks, k 2)")
     p.add_argument("--more-classes", action="store_true",
                    help="8-10 classes per domain (MORE_CLASSES) instead of 4-10")
     p.add_argument("--n-train", type=int, default=800)
@@ -660,6 +661,10 @@ def main() -> None:
         _linearity(a, vision, theta0, heads, taus, names)
 
     merges = {"TA": task_arithmetic_merge, "TIES": ties_merge, "TSV-M": tsvm_merge}
+    if a.consensus:
+        from hfdistac.merging.consensus import consensus_merge
+
+        merges["Consensus"] = consensus_merge
     grid = [round(0.05 * i, 2) for i in range(1, 21)]
 
     def merged_score(tau_list, individual):
