@@ -50,12 +50,7 @@ def build_assets(root: Path, n_train: int, size: str = "small", seed: int = 0) -
     from PIL import Image as PILImage
     from transformers import CLIPModel, CLIPVisionModel
 
-    from hfdistac.example_suite.synthetic import (
-        ATTRIBUTE_BY_NAME,
-        render_scenes,
-        sample_attributes,
-        vocabulary,
-    )
+    from hfdistac.example_suite.domains import TASK_BY_NAME, sample, vocabulary
     from hfdistac.tiny import build_word_tokenizer, tiny_clip_config, tiny_image_processor
 
     torch.manual_seed(seed)
@@ -76,14 +71,14 @@ def build_assets(root: Path, n_train: int, size: str = "small", seed: int = 0) -
     ft.save_pretrained(root / "ft")
 
     rng = np.random.default_rng(seed)
-    attrs = sample_attributes(rng, n_train + 32)
-    pixels = render_scenes(attrs, rng, image_size=80)  # stored larger than the model input: resize + crop
-    task = ATTRIBUTE_BY_NAME["colour"]
+    images, labels = sample("colours", n_train + 32, rng)
+    # stored larger than the model input (80 px, nearest-neighbour): the processor must resize + crop
+    pixels = [PILImage.fromarray(a).resize((80, 80), PILImage.NEAREST) for a in images]
+    task = TASK_BY_NAME["colours"]
     feats = Features({"image": Image(), "label": ClassLabel(names=list(task.classes))})
     (root / "data" / "data").mkdir(parents=True)
     for split, sl in (("train", slice(0, n_train)), ("test", slice(n_train, None))):
-        ds = Dataset.from_dict({"image": [PILImage.fromarray(a) for a in pixels[sl]],
-                                "label": attrs[sl, 0].tolist()}, features=feats)
+        ds = Dataset.from_dict({"image": pixels[sl], "label": labels[sl].tolist()}, features=feats)
         ds.to_parquet(str(root / "data" / "data" / f"{split}-00000-of-00001.parquet"))
     return {"base": str(root / "base"), "ft": str(root / "ft"), "data": str(root / "data")}
 

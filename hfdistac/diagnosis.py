@@ -154,7 +154,7 @@ def card_distac_lr(card: dict) -> float | None:
     """The learning rate a model card recommends for DisTaC (``hfdistac: {distac_lr: ...}``), if any.
 
     The paper distils at the *standard* fine-tuning rate of the task (1e-5 for ViT-B/32), which is not
-    ``condition``'s default for every model: the example suite fine-tunes at 3e-4 and says so in its cards.
+    ``condition``'s default for every model: the example suite's cards name 1e-5, a tenth of its fine-tuning rate.
     """
     value = (card.get("hfdistac") or {}).get("distac_lr") if isinstance(card, dict) else None
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0 else None

@@ -21,7 +21,7 @@ def run_cli(capsys, *argv):
 def test_demo_end_to_end_on_the_session_suite(example_suite, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)  # relative paths, as a user types them
     code, out, err = run_cli(capsys, "demo", "demo", "--suite", os.path.relpath(example_suite), "--condition-steps", "10",
-                             "--mismatch-tasks", "colour", "frame", "--kappa-grid", "0.5", "1", "--no-progress",
+                             "--mismatch-tasks", "digits", "textures", "--kappa-grid", "0.5", "1", "--no-progress",
                              "--workers", "2")
     assert code == 0, err
     summary = json.loads((tmp_path / "demo" / "demo.json").read_text())
@@ -34,7 +34,7 @@ def test_demo_end_to_end_on_the_session_suite(example_suite, tmp_path, capsys, m
         assert {"zero-shot", "individual", "task_arithmetic", "ties", "consensus", "tsvm"} <= set(scenario)
     # norm mismatch: one run per task named, the scenario's numbers their mean
     runs = summary["norm_mismatch_runs"]
-    assert [r["task"] for r in runs] == ["colour", "frame"] and all(r["flagged"] == [r["task"]] for r in runs)
+    assert [r["task"] for r in runs] == ["digits", "textures"] and all(r["flagged"] == [r["task"]] for r in runs)
     for scenario in ("norm mismatch", "norm mismatch + DisTaC"):
         for method in summary["methods"]:
             per_run = [r["table"][scenario][method]["mean_normalized_accuracy"] for r in runs]
@@ -46,18 +46,18 @@ def test_demo_end_to_end_on_the_session_suite(example_suite, tmp_path, capsys, m
     # alpha chosen on the suite's holdout split, TIES at the paper-equivalent density
     merge_cfg = json.loads((tmp_path / "demo" / "merges" / "original" / "hfdistac_config.json").read_text())
     assert merge_cfg["density"] == summary["ties_density"]["density"] != 0.2
-    recipe = (tmp_path / "demo" / "recipes" / "norm-mismatch-colour.yaml").read_text()
-    assert "val_split: holdout" in recipe and "colour-highlr" in recipe
+    recipe = (tmp_path / "demo" / "recipes" / "norm-mismatch-digits.yaml").read_text()
+    assert "val_split: holdout" in recipe and "digits-highlr" in recipe
     monkeypatch.chdir(Path(example_suite).parent)  # the demo's recipes work from any directory
     from hfdistac.recipe import load_recipe
 
-    for name in ("norm-mismatch-colour", "norm-mismatch-colour-distac", "low-confidence-distac"):
+    for name in ("norm-mismatch-digits", "norm-mismatch-digits-distac", "low-confidence-distac"):
         for task in load_recipe(tmp_path / "demo" / "recipes" / f"{name}.yaml").tasks:
             assert Path(task.model).is_absolute() and Path(task.model).is_dir(), (name, task.model)
     monkeypatch.chdir(tmp_path)
     # inspect's command carries the suite's fine-tuning rate (from the model card), as the demo uses
-    flagged = next(m for m in summary["diagnoses"]["norm-mismatch-colour"]["models"] if m["flags"])
-    assert "--lr 0.0003" in flagged["recommendation"]["command"]
+    flagged = next(m for m in summary["diagnoses"]["norm-mismatch-digits"]["models"] if m["flags"])
+    assert "--lr 1e-05" in flagged["recommendation"]["command"]
     md = (tmp_path / "demo" / "table1.md").read_text()
     assert "· 78.0" in md and "· 15.6" in md and "recovered" in md  # the paper's numbers beside ours
     assert "Task Arithmetic" in out and "run by run" in out
@@ -65,11 +65,11 @@ def test_demo_end_to_end_on_the_session_suite(example_suite, tmp_path, capsys, m
     for cond in (tmp_path / "demo" / "conditioned").iterdir():
         assert {"model.safetensors", "task_vector.safetensors", "report.json", "README.md"} <= \
             {p.name for p in cond.iterdir()}
-    assert {c.name for c in (tmp_path / "demo" / "conditioned").iterdir()} >= {"colour-highlr", "frame-highlr"}
+    assert {c.name for c in (tmp_path / "demo" / "conditioned").iterdir()} >= {"digits-highlr", "textures-highlr"}
 
     # the same steps in this one process (one thread, like each worker) give the same numbers
     code, _, err = run_cli(capsys, "demo", "inline", "--suite", example_suite, "--condition-steps", "10",
-                           "--mismatch-tasks", "colour", "--kappa-grid", "1", "--no-progress", "--workers", "1")
+                           "--mismatch-tasks", "digits", "--kappa-grid", "1", "--no-progress", "--workers", "1")
     assert code == 0, err
     inline = json.loads((tmp_path / "inline" / "demo.json").read_text())
     assert inline["workers"] == 1
@@ -79,13 +79,13 @@ def test_demo_end_to_end_on_the_session_suite(example_suite, tmp_path, capsys, m
     assert inline["kappa_sweep"] == [r for r in summary["kappa_sweep"] if r["multiple"] == 1]
     assert inline["conditioned"] == [
         {**c, "output": c["output"].replace(str(tmp_path / "demo"), str(tmp_path / "inline"))}
-        for c in summary["conditioned"] if c["scenario"] in ("norm-mismatch-colour", "low-confidence")]
+        for c in summary["conditioned"] if c["scenario"] in ("norm-mismatch-digits", "low-confidence")]
 
 
 def test_demo_resumes_from_the_reports_it_left(example_suite, tmp_path, capsys):
     """A second run reads every step's report (nothing is recomputed) and writes the same table."""
     args = ["demo", tmp_path / "demo", "--suite", example_suite, "--condition-steps", "2", "--mismatch-tasks",
-            "colour", "--kappa-grid", "1", "--methods", "task_arithmetic", "--no-progress"]
+            "digits", "--kappa-grid", "1", "--methods", "task_arithmetic", "--no-progress"]
     assert run_cli(capsys, *args)[0] == 0
     first = json.loads((tmp_path / "demo" / "demo.json").read_text())
     reports = sorted((tmp_path / "demo").rglob("report.json"))
@@ -124,7 +124,7 @@ def test_paper_equivalent_ties_density_for_vit_b32():
 
 def test_demo_refuses_unknown_mismatch_tasks(example_suite, tmp_path, capsys):
     code, _, err = run_cli(capsys, "demo", tmp_path / "demo", "--suite", example_suite, "--mismatch-tasks", "shape")
-    assert code == 2 and "'shape'" in err and "colour" in err
+    assert code == 2 and "'shape'" in err and "digits" in err
 
 
 def test_demo_refuses_an_incomplete_suite(tmp_path, capsys):

@@ -25,7 +25,7 @@ COMMAND = Command(
     """\
       hfdistac card tanganke/clip-vit-base-patch32_svhn --base openai/clip-vit-base-patch32 \\
           --data ufldl-stanford/svhn --dataset-config cropped_digits --reference tanganke/clip-vit-base-patch32_mnist
-      hfdistac card example-suite/models/colour-highlr --reference example-suite/models/background --output card/
+      hfdistac card example-suite/models/digits-highlr --reference example-suite/models/glyphs --output card/
       hfdistac card user/my-clip-finetune --open-pr        # propose the card on the model's own repo""",
     CardConfig,
     _run,

@@ -12,12 +12,12 @@ EXAMPLES = """\
       --reference tanganke/clip-vit-base-patch32_mnist tanganke/clip-vit-base-patch32_dtd --output svhn-distac
   # low confidence (label smoothing): kappa = 1, temperatures (1, 10)
   hfdistac condition ./my-smoothed-model --preset confidence --output smoothed-distac
-  # driven by a recipe: model, base and dataset of task 'colour', reference = the recipe's other tasks;
-  # --lr: the suite's own fine-tuning rate (the paper distils at its fine-tuning rate, 1e-5 for ViT-B/32)
-  hfdistac condition --recipe example-suite/recipes/norm-mismatch.yaml --task colour --lr 3e-4 \\
-      --output colour-distac
+  # driven by a recipe: model, base and dataset of task 'digits', reference = the recipe's other tasks;
+  # --lr: the rate the suite's cards name (a tenth of its fine-tuning rate; the paper: 1e-5 for ViT-B/32)
+  hfdistac condition --recipe example-suite/recipes/norm-mismatch.yaml --task digits --lr 1e-5 \\
+      --output digits-distac
   # the same, keeping the result within 15 % of the target norm (hfdistac extension, not in the paper)
-  hfdistac condition --recipe example-suite/recipes/norm-mismatch.yaml --task colour --lr 3e-4 \\
+  hfdistac condition --recipe example-suite/recipes/norm-mismatch.yaml --task digits --lr 1e-5 \\
       --max-norm-ratio 1.15
   # a Hub dataset is streamed: distil on the first 8,000 images of a seeded shuffle (only their shards fetched)
   hfdistac condition ./my-svhn-model --data ufldl-stanford/svhn --dataset-config cropped_digits --num-images 8000

@@ -45,7 +45,7 @@ COMMAND = Command(
     """\
       hfdistac demo                       # builds ./hfdistac-demo/example-suite, then everything else
       hfdistac demo out --suite example-suite --condition-steps 200
-      hfdistac demo out --suite example-suite --mismatch-tasks colour --methods task_arithmetic tsvm
+      hfdistac demo out --suite example-suite --mismatch-tasks digits --methods task_arithmetic tsvm
       hfdistac demo out --suite example-suite --workers 4  # 4 processes of one thread (default: free cores)""",
     DemoConfig,
     _run,

@@ -29,7 +29,7 @@ COMMAND = Command(
     "the main job in one command: diagnose every task, condition the harmful ones with DisTaC, merge with and "
     "without them, print your own Table 1, publish",
     """\
-      hfdistac run example-suite/recipes/norm-mismatch.yaml --output nm-run --condition-lr 3e-4
+      hfdistac run example-suite/recipes/norm-mismatch.yaml --output nm-run
       hfdistac run my-recipe.yaml --output run --method all --push-to my-user/clip-8tasks
       # force a task, or merge as is
       hfdistac run my-recipe.yaml --output run --condition svhn,mnist

@@ -87,7 +87,7 @@ def _commands() -> list[Command]:
                 """\
                   hfdistac evaluate tanganke/clip-vit-base-patch32_svhn --data ufldl-stanford/svhn \\
                       --dataset-config cropped_digits --base openai/clip-vit-base-patch32
-                  hfdistac evaluate example-suite/models/colour --json metrics.json""",
+                  hfdistac evaluate example-suite/models/digits --json metrics.json""",
                 EvaluateConfig, _cmd_evaluate),
     ]
     return [*core, *extra]

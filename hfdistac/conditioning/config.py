@@ -157,7 +157,7 @@ class ConditionConfig:
             raise InputError("give either MODEL or --recipe/--task, not both",
                              "with --recipe, choose the model with --task NAME")
         if bool(self.recipe) != bool(self.task):
-            raise InputError("--recipe and --task go together", "e.g. --recipe suite/recipes/norm-mismatch.yaml --task colour")
+            raise InputError("--recipe and --task go together", "e.g. --recipe suite/recipes/norm-mismatch.yaml --task digits")
         if not self.model and not self.recipe:
             raise InputError("no model given", "pass a fine-tuned model (Hub id or directory), or --recipe and --task")
 

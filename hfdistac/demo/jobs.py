@@ -33,9 +33,11 @@ def diagnose(recipe: Path, out: Path, config) -> dict:
 
 
 def condition(model: dict, base: str, kind: str, out: Path, config) -> None:
-    """DisTaC on one flagged model as ``inspect`` recommends, at the demo's settings."""
-    chain.condition(model, base, kind, out, {"steps": config.condition_steps, "batch_size": config.condition_batch_size,
-                                             "lr": config.condition_lr, "eval_limit": 256},
+    """DisTaC on one flagged model as ``inspect`` recommends, at the demo's settings (learning rate: the demo's
+    ``--condition-lr``, else the rate the model's card names, which ``inspect`` recommends)."""
+    settings = {"steps": config.condition_steps, "batch_size": config.condition_batch_size, "eval_limit": 256}
+    lr = config.condition_lr or (model.get("recommendation") or {}).get("lr")
+    chain.condition(model, base, kind, out, {**settings, **({"lr": lr} if lr else {})},
                     progress=config.progress, overwrite=config.overwrite)
 
 

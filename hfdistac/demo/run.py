@@ -3,7 +3,7 @@
 The paper's protocol (DisTaC, arXiv 2508.01148, §3.1 and §5.1), at the suite's size:
 
 1. Build (or reuse) the example suite: a tiny CLIP pretrained on synthetic captioned images, N tasks, and per
-   task a standard, a high-learning-rate (20×) and a label-smoothed fine-tune.
+   task a standard, a high-learning-rate (60×) and a label-smoothed fine-tune.
 2. **Norm mismatch, once per task**: that task's high-learning-rate model swapped into the standard ones,
    ``inspect``'ed, the flagged vector conditioned with DisTaC as ``inspect`` recommends (κ to the mean norm
    of the others, temperatures (10, 10)), every method merged with and without it. The scenario's numbers

@@ -24,11 +24,11 @@ from ..errors import InputError
 from ..runtime import torch_state
 from . import files
 from .config import SuiteConfig, SuitePlan
-from .synthetic import ATTRIBUTES, TASK_NAMES, caption, render_scenes, sample_attributes, vocabulary
+from .domains import TASK_BY_NAME, TASK_NAMES, captions, sample, vocabulary
 
 logger = logging.getLogger(__name__)
 
-SUITE_FORMAT = "hfdistac.example_suite.v1"
+SUITE_FORMAT = "hfdistac.example_suite.v2"
 MARKER = ".hfdistac-example-suite"
 
 
@@ -67,11 +67,11 @@ class SuiteSummary:
 def format_table(fig: dict[str, Any]) -> str:
     """Render the figures of ``suite.json`` as a short table."""
     rows = [f"{'task':<11}{'chance':>7}{'zero-shot':>10}{'fine-tuned':>11}{'|τ|':>7}{'|τ| hi':>8}"
-            f"{'H std':>8}{'H ls':>7}"]
+            f"{'H zs':>7}{'H std':>8}{'H ls':>7}"]
     for name, t in fig["tasks"].items():
         rows.append(f"{name:<11}{t['chance']:>7.1f}{t['zero_shot']['accuracy']:>10.1f}"
                     f"{t['standard']['accuracy']:>11.1f}{t['standard']['norm']:>7.2f}{t['highlr']['norm']:>8.2f}"
-                    f"{t['standard']['entropy']:>8.3f}{t['ls']['entropy']:>7.3f}")
+                    f"{t['zero_shot']['entropy']:>7.3f}{t['standard']['entropy']:>8.3f}{t['ls']['entropy']:>7.3f}")
     rows.append("")
     rows.append(f"{'merge (task arithmetic)':<26}{'alpha':>6}{'mean acc':>10}{'mean norm. acc':>16}")
     for name, m in fig["merges"].items():
@@ -226,7 +226,7 @@ def build_example_suite(directory: str | Path, *, num_tasks: int = 8, seed: int 
             4). Every run uses one torch thread and its own seed, so the files do not depend on it.
 
     Returns:
-        A :class:`SuiteSummary`; its ``table()`` renders the figures of the four conditions.
+        A :class:`SuiteSummary`; its ``table()`` renders the figures and the checks (a)-(f).
 
     Raises:
         InputError: for out-of-range arguments, or when ``directory`` is a non-empty directory that is not
@@ -367,7 +367,7 @@ def _build_into(root: Path, config: SuiteConfig, plan: SuitePlan, progress: bool
 
     seed = config.seed
     names = config.task_names
-    attrs = {a.name: a for a in ATTRIBUTES}
+    attrs = TASK_BY_NAME
 
     # 1. datasets: per task, independent of how many tasks are built ---------------------------------------
     processor = tiny_image_processor(plan.image_size)
@@ -378,9 +378,7 @@ def _build_into(root: Path, config: SuiteConfig, plan: SuitePlan, progress: bool
         out: dict[str, Any] = {}
         for split, n in (("train", plan.n_train), ("test", plan.n_test)):
             rng = np.random.default_rng([seed, 1, idx, 0 if split == "train" else 1])
-            a = sample_attributes(rng, n)
-            images = render_scenes(a, rng, plan.image_size, plan.task_domain)
-            labels = a[:, idx]
+            images, labels = sample(name, n, rng)
             # the first n_val drawn train images form the holdout split (never fine-tuned on; chooses alpha)
             parts = {"holdout": np.s_[:n_val], "train": np.s_[n_val:]} if split == "train" else {"test": np.s_[:]}
             for part, rows in parts.items():
@@ -388,18 +386,21 @@ def _build_into(root: Path, config: SuiteConfig, plan: SuitePlan, progress: bool
                                   labels[rows], attrs[name].classes)
             out[split] = (_processed(processor, images), torch.from_numpy(labels))
         (root / "data" / name / "README.md").write_text(
-            files.dataset_card(attrs[name], plan.n_train - n_val, n_val, plan.n_test, plan.image_size, seed),
+            files.dataset_card(attrs[name], plan.n_train - n_val, n_val, plan.n_test, seed),
             encoding="utf-8")
         data[name] = out
     logger.info("wrote %d datasets", len(names))
 
     # 2. contrastive pretraining of the base CLIP ----------------------------------------------------------
     tokenizer = build_word_tokenizer(vocabulary())
-    rng = np.random.default_rng([seed, 0])
-    pre_attrs = sample_attributes(rng, plan.pretrain_images)
-    pre_pixels = _processed(processor, render_scenes(pre_attrs, rng, plan.image_size, domain="pretrain"))
-    captions = [caption(a, rng) for a in pre_attrs]
-    enc = tokenizer(captions, padding=True, return_tensors="pt")
+    pre_images, pre_captions = [], []
+    for name in TASK_NAMES:  # every domain, however many tasks are built: the base does not depend on it
+        rng = np.random.default_rng([seed, 0, TASK_NAMES.index(name)])
+        images, labels = sample(name, plan.pretrain_per_task, rng, pretrain_shift=plan.pretrain_shift)
+        pre_images.append(images)
+        pre_captions += captions(name, labels, rng, plan.sibling_caption_probability, files.GENERIC_TEMPLATE)
+    pre_pixels = _processed(processor, np.concatenate(pre_images))
+    enc = tokenizer(pre_captions, padding=True, return_tensors="pt")
     cfg = tiny_clip_config(tokenizer, hidden_size=plan.hidden_size, num_layers=plan.num_layers,
                            num_heads=plan.num_heads, image_size=plan.image_size, patch_size=plan.patch_size,
                            projection_dim=plan.hidden_size)
@@ -414,7 +415,7 @@ def _build_into(root: Path, config: SuiteConfig, plan: SuitePlan, progress: bool
     processor.save_pretrained(root / "base")
     (root / "base" / "README.md").write_text(files.base_card(
         hidden=plan.hidden_size, layers=plan.num_layers, patch=plan.patch_size, image_size=plan.image_size,
-        steps=plan.pretrain_steps, n_images=plan.pretrain_images, seed=seed), encoding="utf-8")
+        steps=plan.pretrain_steps, n_images=plan.pretrain_per_task * len(TASK_NAMES), seed=seed), encoding="utf-8")
     logger.info("pretrained the base model (final loss %.3f)", float(np.mean(pre_losses[-20:])))
 
     # 3. heads, zero-shot, fine-tuning ---------------------------------------------------------------------
@@ -464,7 +465,8 @@ def _build_into(root: Path, config: SuiteConfig, plan: SuitePlan, progress: bool
                             root / "models" / f"{name}{v['suffix']}" / "preprocessor_config.json")
             (root / "models" / f"{name}{v['suffix']}" / "README.md").write_text(files.model_card(
                 name, variant, lr=v["lr"], steps=plan.finetune_steps, batch_size=plan.finetune_batch,
-                label_smoothing=v["label_smoothing"], seed=seed * 1000 + ti, distac_lr=plan.finetune_lr,
+                label_smoothing=v["label_smoothing"], seed=seed * 1000 + ti, distac_lr=plan.distac_lr,
+                finetune_lr=plan.finetune_lr,
                 train_accuracy_note=f"Trained on `train` ({plan.n_train - n_val} images); the {n_val} images of "
                                     "`holdout` were held out to choose merging coefficients."), encoding="utf-8")
         task_fig[name] = t
@@ -525,11 +527,12 @@ def _build_into(root: Path, config: SuiteConfig, plan: SuitePlan, progress: bool
             "alpha": best_alpha,
             "mean_accuracy": round(float(np.mean(list(test.values()))), 2),
             "mean_normalized_accuracy": round(float(np.mean(
-                [100.0 * test[n] / task_fig[n][chosen[n]]["accuracy"] for n in names])), 2),
+                [100.0 * test[n] / max(task_fig[n][chosen[n]]["accuracy"], 1e-9) for n in names])), 2),
             "accuracy": {n: round(a, 2) for n, a in test.items()},
         }
 
-    checks = _checks(task_fig, merges, plan, mismatch)
+    ls_cost = _ls_cost(merge_vm, theta0, tvs, heads, data, task_fig, plan.ls_cost_alpha)
+    checks = _checks(task_fig, merges, plan, mismatch, ls_cost)
     return {
         "format": SUITE_FORMAT,
         "seed": seed,
@@ -550,7 +553,23 @@ def _build_into(root: Path, config: SuiteConfig, plan: SuitePlan, progress: bool
     }
 
 
-def _checks(task_fig: dict[str, Any], merges: dict[str, Any], plan: SuitePlan, mismatch: str) -> dict[str, Any]:
+def _ls_cost(vm, theta0, tvs, heads, data, task_fig: dict[str, Any], alpha: float) -> dict[str, float]:
+    """Per task: the mean change, in points, of the *other* tasks' test accuracy (against zero-shot) when its
+    label-smoothed vector alone is added at ``alpha`` (check (f): confidence is task-local)."""
+    from ..metrics import top1_accuracy as accuracy
+    from .training import load_vision_params, predict_logits
+
+    names = list(task_fig)
+    cost = {}
+    for n in names:
+        load_vision_params(vm, {k: theta0[k] + alpha * tvs[(n, "ls")][k] for k in theta0})
+        cost[n] = float(np.mean([accuracy(predict_logits(vm, heads[m], data[m]["test"][0]), data[m]["test"][1])
+                                 - task_fig[m]["zero_shot"]["accuracy"] for m in names if m != n]))
+    return cost
+
+
+def _checks(task_fig: dict[str, Any], merges: dict[str, Any], plan: SuitePlan, mismatch: str,
+            ls_cost: dict[str, float]) -> dict[str, Any]:
     names = list(task_fig)
     gains = {n: task_fig[n]["standard"]["accuracy"] - task_fig[n]["zero_shot"]["accuracy"] for n in names}
     zs_mean = float(np.mean([task_fig[n]["zero_shot"]["accuracy"] for n in names]))
@@ -561,6 +580,8 @@ def _checks(task_fig: dict[str, Any], merges: dict[str, Any], plan: SuitePlan, m
     nm = merges["norm-mismatch"]["mean_normalized_accuracy"]
     lc = merges["low-confidence"]["mean_normalized_accuracy"]
     min_gain = min(gains.values())
+    h_zs = float(np.mean([task_fig[n]["zero_shot"]["entropy"] for n in names]))
+    cost = float(np.mean(list(ls_cost.values())))
     return {
         "a": {"holds": min_gain >= plan.min_gain_points, "min_gain_points": round(min_gain, 2),
               "gain_points": {n: round(g, 2) for n, g in gains.items()},
@@ -582,4 +603,12 @@ def _checks(task_fig: dict[str, Any], merges: dict[str, Any], plan: SuitePlan, m
               "normalized_accuracy_low_confidence": lc,
               "text": f"mean entropy -ls / standard >= {plan.min_entropy_ratio:g} ({h_ls / max(h_std, 1e-12):.1f}x) "
                       f"and merging the -ls models lowers the normalised accuracy ({orig:.1f} -> {lc:.1f})"},
+        "e": {"holds": h_std < h_ls < h_zs, "entropy_zero_shot": round(h_zs, 5), "entropy_ls": round(h_ls, 5),
+              "entropy_standard": round(h_std, 5),
+              "text": f"mean entropy: standard < -ls < zero-shot ({h_std:.3f} < {h_ls:.3f} < {h_zs:.3f}; label "
+                      "smoothing makes a model surer than zero-shot, less sure than standard fine-tuning)"},
+        "f": {"holds": cost >= -plan.max_ls_cost_points, "mean_points": round(cost, 2),
+              "points": {n: round(c, 2) for n, c in ls_cost.items()}, "alpha": plan.ls_cost_alpha,
+              "text": f"one -ls vector added alone at alpha {plan.ls_cost_alpha:g} changes the other tasks' accuracy "
+                      f"by {cost:+.1f} points on average (>= -{plan.max_ls_cost_points:g}: confidence is task-local)"},
     }

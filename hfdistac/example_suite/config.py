@@ -9,7 +9,7 @@ import re
 from dataclasses import asdict, dataclass, field
 
 from ..errors import InputError
-from .synthetic import TASK_DOMAIN, TASK_NAMES, Domain
+from .domains import TASK_NAMES
 
 MIN_TASKS = 2
 PUSH_PREFIX = "hfdistac-suite"  # the suite's repos on a Hub: NAMESPACE/hfdistac-suite-base, ...
@@ -92,26 +92,30 @@ class SuitePlan:
     """Sizes and training hyper-parameters of the suite (fixed; recorded in ``suite.json``)."""
 
     image_size: int = 32
-    hidden_size: int = 32
-    num_layers: int = 2
-    num_heads: int = 2
+    hidden_size: int = 96
+    num_layers: int = 3
+    num_heads: int = 3
     patch_size: int = 8
-    n_train: int = 2000
+    n_train: int = 1000
     n_test: int = 200
-    val_fraction: float = 0.1
-    pretrain_images: int = 4096
-    pretrain_steps: int = 2500
+    val_fraction: float = 0.2
+    pretrain_per_task: int = 600
+    pretrain_shift: float = 0.5
+    sibling_caption_probability: float = 0.9
+    pretrain_steps: int = 1500
     pretrain_batch: int = 128
     pretrain_lr: float = 3e-3
     logit_scale: float = 100.0
-    finetune_steps: int = 900
+    finetune_steps: int = 500
     finetune_batch: int = 64
-    finetune_lr: float = 3e-4
-    highlr_factor: float = 20.0
+    finetune_lr: float = 1e-4
+    highlr_factor: float = 60.0
     label_smoothing: float = 0.1
-    task_domain: Domain = TASK_DOMAIN
+    distac_lr: float = 1e-5  # what the model cards recommend for DisTaC: a tenth of the fine-tuning rate
     alpha_grid: tuple[float, ...] = tuple(round(0.05 * i, 2) for i in range(21))
-    # thresholds of the four conditions
+    # thresholds of the checks (a)-(f)
     min_gain_points: float = 10.0
     min_norm_ratio: float = 3.0
     min_entropy_ratio: float = 10.0
+    ls_cost_alpha: float = 0.3
+    max_ls_cost_points: float = 2.0

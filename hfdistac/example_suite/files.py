@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from .synthetic import Attribute
+from .domains import Task
 
 GENERIC_TEMPLATE = "a photo of a {c}."
 LICENSE = "apache-2.0"
@@ -41,7 +41,7 @@ def _front_matter(meta: dict) -> str:
     return "---\n" + yaml.safe_dump(meta, sort_keys=False, allow_unicode=True) + "---\n"
 
 
-def dataset_card(attr: Attribute, n_train: int, n_holdout: int, n_test: int, image_size: int, seed: int) -> str:
+def dataset_card(attr: Task, n_train: int, n_holdout: int, n_test: int, seed: int) -> str:
     """README.md of a task's dataset (splits ``train``, ``holdout``, ``test``)."""
     meta = {
         "license": LICENSE,
@@ -62,10 +62,9 @@ def dataset_card(attr: Attribute, n_train: int, n_holdout: int, n_test: int, ima
     return _front_matter(meta) + f"""
 # Synthetic task `{attr.name}` (hfdistac example suite)
 
-{image_size}×{image_size} px synthetic scenes (tinted striped background, one to three objects in one half of
-the image, a digit in the other half, often a coloured band and a corner mark), labelled by
-**{attr.description}**: {classes}.
-Every task of the suite draws its images from the same scene generator and labels a different attribute.
+32×32 px synthetic images of its own domain, **{attr.description}**; classes: {classes}.
+Every task of the suite has its own image generator and palette (as the DisTaC paper's eight tasks are eight
+datasets); the suite's base model was pretrained on a shifted, coarsely captioned mixture of all eight domains.
 
 Generated offline by `hfdistac example-suite` (seed {seed}): {n_train} train, {n_holdout} holdout and {n_test}
 test images. The suite's models are fine-tuned on `train` only; `holdout` is what the suite's recipes name as
@@ -74,7 +73,7 @@ their `val_split`, to choose merging coefficients on images no model saw.
 
 
 def model_card(task: str, variant: str, *, lr: float, steps: int, batch_size: int, label_smoothing: float,
-               train_accuracy_note: str, seed: int, distac_lr: float) -> str:
+               train_accuracy_note: str, seed: int, distac_lr: float, finetune_lr: float) -> str:
     """README.md of a fine-tuned vision tower. Its base and dataset are sibling folders of the suite, named by
     relative paths in the ``hfdistac`` block (hfdistac resolves them against the model folder); ``base_model``
     and ``datasets`` stay unset, since the Hub accepts only repo ids there and the card must upload as it is."""
@@ -88,12 +87,13 @@ def model_card(task: str, variant: str, *, lr: float, steps: int, batch_size: in
         "pipeline_tag": "image-classification",
         "license": LICENSE,
         "tags": tags,
-        # distac_lr: the suite's standard fine-tuning rate, which DisTaC uses (inspect puts it in its command)
+        # distac_lr: the rate the suite recommends for DisTaC, a tenth of its standard fine-tuning rate (inspect
+        # puts it in its command; see CONDITIONING.md for how it was chosen)
         "hfdistac": {"base": "../../base", "datasets": [f"../../data/{task}"], "distac_lr": distac_lr},
     }
     what = {
         "standard": "the standard fine-tuning recipe",
-        "highlr": f"the standard recipe with a {lr / distac_lr:g}× learning rate (same steps): a much longer task vector — "
+        "highlr": f"the standard recipe with a {lr / finetune_lr:g}× learning rate (same steps): a much longer task vector — "
                   "the *norm mismatch* case of the DisTaC paper",
         "ls": "the standard recipe with label smoothing 0.1: an under-confident model — the *low confidence* "
               "case of the DisTaC paper",
@@ -127,9 +127,11 @@ def base_card(*, hidden: int, layers: int, patch: int, image_size: int, steps: i
 
 A `CLIPModel` (both towers: width {hidden}, {layers} layers, patch {patch}, {image_size} px) with a word-level
 tokenizer built offline and a `CLIPImageProcessor`, **pretrained contrastively** (CLIP's symmetric InfoNCE
-loss) for {steps} steps on {n_images} synthetic captioned scenes (seed {seed}), so that zero-shot heads built
-from its text tower classify the suite's tasks above chance — the same mechanism as real CLIP. Captions
-name a random subset of a scene's attributes, e.g. `a photo of a two red left square.`. The temperature is
+loss) for {steps} steps on {n_images} captioned synthetic images of the suite's eight domains (seed {seed}),
+drawn with a shift (colour jitter, blur, noise) and coarse captions (nine in ten images of an odd class named
+as the class before it, e.g. `a photo of a 2 digits.` for a 3), so that zero-shot heads built from its text
+tower classify the suite's tasks above chance but confidently wrong on many images — as real CLIP on SVHN or
+EuroSAT. The temperature is
 fixed at 100 (OpenAI CLIP's final value).
 """
 
