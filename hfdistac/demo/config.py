@@ -26,7 +26,7 @@ class DemoConfig:
     condition_batch_size: int = field(default=128, metadata=_h("DisTaC global batch size (the paper's 128)", ge=1))
     condition_lr: float | None = field(default=None, metadata=_h(
         "DisTaC learning rate (default: the rate the suite's model cards name, a tenth of its fine-tuning rate; "
-        "the paper uses its fine-tuning rate, 1e-5 for ViT-B/32 — see CONDITIONING.md)", gt=0, le=1))
+        "the paper uses its fine-tuning rate, 1e-5 for ViT-B/32 — see REPRODUCTION.md, protocol)", gt=0, le=1))
     methods: list[str] | None = field(default=None, metadata=_h(
         "merge methods to compare (default: the paper's Table 1: task_arithmetic ties consensus tsvm; any "
         "method of `hfdistac merge --method all` may be named)"))

@@ -48,7 +48,8 @@ docstring holds every probe's table):
   pretrained 4.5× longer (981 s against 219 s) and left TIES and TSV-M further below task arithmetic
   (64.1 and 69.3 against 74.3).
 - 8-10 classes per task (the paper's tasks have 10-397): with 4-10 the same settings won back 56 % of task
-  arithmetic's low-confidence drop, with 8-10 80 %.
+  arithmetic's low-confidence drop, with 8-10 80 % (probe builds; the suite's own seed-0 build: 47 %, the
+  spread between two draws of one recipe; REPRODUCTION.md).
 - Fine-tuning at 1e-4 × 500 steps, the high-LR models at 60×: smaller rates shrank the norm-mismatch drop
   (3e-5 × 2000: 3.2, 3.3, 1.1 points), larger ones made the label-smoothed vectors long enough to interfere
   at α 1.

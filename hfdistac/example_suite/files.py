@@ -88,7 +88,7 @@ def model_card(task: str, variant: str, *, lr: float, steps: int, batch_size: in
         "license": LICENSE,
         "tags": tags,
         # distac_lr: the rate the suite recommends for DisTaC, a tenth of its standard fine-tuning rate (inspect
-        # puts it in its command; see CONDITIONING.md for how it was chosen)
+        # puts it in its command; how it was chosen: the package docstring and REPRODUCTION.md)
         "hfdistac": {"base": "../../base", "datasets": [f"../../data/{task}"], "distac_lr": distac_lr},
     }
     what = {
