@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 from pathlib import Path
 
 import pytest
@@ -20,12 +21,20 @@ def run_cli(capsys, *argv):
 @pytest.mark.slow
 def test_demo_end_to_end_on_the_session_suite(example_suite, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)  # relative paths, as a user types them
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
     code, out, err = run_cli(capsys, "demo", "demo", "--suite", os.path.relpath(example_suite), "--condition-steps", "10",
                              "--mismatch-tasks", "digits", "textures", "--kappa-grid", "0.5", "1", "--no-progress",
                              "--workers", "2")
     assert code == 0, err
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    workers_cpu = (after.ru_utime - children.ru_utime) + (after.ru_stime - children.ru_stime)
     summary = json.loads((tmp_path / "demo" / "demo.json").read_text())
     assert summary["workers"] == 2 and not (tmp_path / "demo" / ".jobs").exists()
+    # the steps' CPU seconds by kind, measured in the worker processes
+    assert set(summary["step_cpu_s"]) == {"norm_mismatch_condition", "condition", "merge", "sweep_merge"}
+    assert all(v > 0 for v in summary["step_cpu_s"].values()) and "steps' CPU" in out
+    # the steps are most of what the two worker processes did (the rest: starting Python, importing torch)
+    assert 0.3 * workers_cpu < sum(summary["step_cpu_s"].values()) <= workers_cpu + 1, workers_cpu
     table = summary["table"]
     assert list(table) == ["original", "norm mismatch", "norm mismatch + DisTaC", "low confidence",
                            "low confidence + DisTaC"]

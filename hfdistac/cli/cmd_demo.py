@@ -36,6 +36,8 @@ def _run(cfg: DemoConfig) -> int:
                     [[r["mode"], r["multiple"], r["kappa"], r["alpha"], r["mean_accuracy"],
                       r["mean_normalized_accuracy"]] for r in summary["kappa_sweep"]]))
     print(f"\nwrote {cfg.directory} in {summary['total_s']:.0f} s ({', '.join(f'{k} {v:.0f} s' for k, v in summary['timings_s'].items())})")
+    if summary.get("step_cpu_s"):
+        print("steps' CPU: " + ", ".join(f"{k.replace('_', ' ')} {v:.0f} s" for k, v in summary["step_cpu_s"].items()))
     return 0
 
 

@@ -102,8 +102,27 @@ def run_job(job: dict[str, Any], config) -> None:
 
 
 def done_path(workdir: Path, index: int) -> Path:
-    """The file whose presence says job ``index`` is done."""
+    """The file whose presence says job ``index`` is done (it holds ``{"cpu_s": the step's CPU seconds}``)."""
     return workdir / "done" / str(index)
+
+
+def _mark_done(workdir: Path, index: int, cpu_seconds: float) -> None:
+    """Write job ``index``'s done file atomically (other processes poll for it, :func:`step_cpu_seconds` reads it)."""
+    tmp = workdir / "done" / f".{index}.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps({"cpu_s": round(cpu_seconds, 2)}), encoding="utf-8")
+    os.replace(tmp, done_path(workdir, index))
+
+
+def step_cpu_seconds(workdir: Path, jobs: list[dict[str, Any]]) -> dict[str, float]:
+    """CPU seconds the finished jobs took, summed by kind (a step read back from an earlier run counts its reading)."""
+    totals: dict[str, float] = {}
+    for i, job in enumerate(jobs):
+        try:
+            cpu = float(json.loads(done_path(workdir, i).read_text(encoding="utf-8"))["cpu_s"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        totals[job["kind"]] = round(totals.get(job["kind"], 0.0) + cpu, 1)
+    return totals
 
 
 def _claim(workdir: Path, index: int) -> bool:
@@ -134,9 +153,10 @@ def run_queue(workdir: Path, jobs: list[dict[str, Any]], config, on_done=None, p
             continue
         for i in ready:
             if _claim(workdir, i):
+                start = time.process_time()  # one torch thread per step: this process's CPU time is the step's
                 with torch_state(threads=1):
                     run_job(jobs[i], config)
-                done_path(workdir, i).touch()
+                _mark_done(workdir, i, time.process_time() - start)
                 if on_done is not None:
                     on_done(i)
                 break

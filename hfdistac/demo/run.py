@@ -46,6 +46,7 @@ from .jobs import (
     merge_scenario,
     norm_mismatch_paths,
     run_queue,
+    step_cpu_seconds,
     sweep_merge,
 )
 from .paper import PAPER_TABLE1, paper_equivalent_density, table1_markdown
@@ -154,8 +155,9 @@ def _default_workers(jobs: int) -> int:
     return max(1, min(free_cores(), MAX_DEFAULT_WORKERS, jobs))
 
 
-def _run_jobs(root: Path, jobs: list[dict[str, Any]], config: DemoConfig) -> int:
-    """Run the demo's steps: inline when one process is asked for, else in worker processes; returns how many."""
+def _run_jobs(root: Path, jobs: list[dict[str, Any]], config: DemoConfig) -> tuple[int, dict[str, float]]:
+    """Run the demo's steps: inline when one process is asked for, else in worker processes; returns how many
+    processes ran them and the steps' CPU seconds by kind."""
     from tqdm.auto import tqdm
 
     from ..processes import module_command, run_worker_processes
@@ -173,8 +175,9 @@ def _run_jobs(root: Path, jobs: list[dict[str, Any]], config: DemoConfig) -> int
             run_worker_processes(lambda i, n: module_command("hfdistac.demo.worker", work, i, n), workers, work,
                                  finished=lambda: sum(done_path(work, i).exists() for i in range(len(jobs))),
                                  total=len(jobs), what="demo", bar=bar)
+    cpu = step_cpu_seconds(work, jobs)
     shutil.rmtree(work, ignore_errors=True)
-    return workers
+    return workers, cpu
 
 
 def _assemble(plan: _Plan, config: DemoConfig) -> tuple[dict, list[dict], list[dict], dict]:
@@ -236,7 +239,7 @@ def run_demo(config: DemoConfig) -> dict:
         plan = _plan(suite_dir, root, config.mismatch_tasks or task_names, methods, ties["density"], config)
     timings["preparation"] = round(time.perf_counter() - start, 1)
     start = time.perf_counter()
-    workers = _run_jobs(root, plan.jobs, config)
+    workers, step_cpu = _run_jobs(root, plan.jobs, config)
     timings[f"{len(plan.jobs)} steps in {workers} process{'es' if workers > 1 else ''}"] = \
         round(time.perf_counter() - start, 1)
     start = time.perf_counter()
@@ -248,6 +251,7 @@ def run_demo(config: DemoConfig) -> dict:
     summary = {"suite": str(suite_dir), "suite_summary": suite_figures, "diagnoses": diagnoses,
                "conditioned": reports, "table": table, "norm_mismatch_runs": runs, "methods": methods,
                "ties_density": ties, "kappa_sweep": sweep, "workers": workers, "timings_s": timings,
+               "step_cpu_s": step_cpu,
                "total_s": round(time.perf_counter() - t0, 1), "config": config.to_dict()}
     summary["table_markdown"] = table1_markdown(table, methods, runs=len(runs), ties=ties)
     write_json(root / "demo.json", summary)
