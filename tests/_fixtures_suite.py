@@ -23,10 +23,20 @@ def suite_plan():
 
 
 @pytest.fixture(scope="session")
-def example_suite(tmp_path_factory):
-    """Path of a complete example suite (4 tasks, seed 0), built once per test session."""
+def example_suite(tmp_path_factory, request):
+    """Path of a complete example suite (4 tasks, seed 0), built once per test run.
+
+    Under pytest-xdist the workers share one build: the first to need it builds it in the run's common temporary
+    folder under a file lock, the others wait for the lock and reuse the complete suite."""
+    from filelock import FileLock
+
     from hfdistac.example_suite import build_example_suite
 
-    root = tmp_path_factory.mktemp("example_suite") / "suite"
-    build_example_suite(root, num_tasks=SUITE_TASKS, seed=SUITE_SEED, progress=False, plan=suite_plan())
+    base = tmp_path_factory.getbasetemp()
+    if hasattr(request.config, "workerinput"):  # an xdist worker: its folder is .../popen-gwN, the run's is above
+        base = base.parent
+    root = base / "shared_example_suite" / "suite"
+    root.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(root.parent / "build.lock")):
+        build_example_suite(root, num_tasks=SUITE_TASKS, seed=SUITE_SEED, progress=False, plan=suite_plan())
     return root
