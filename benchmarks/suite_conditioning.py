@@ -10,7 +10,9 @@ For each task of a built example suite (``hfdistac example-suite DIR``):
   table compares the mean test entropy before and after, and the accuracy with the teacher's.
 
 Every run is a plain ``run_condition`` (what ``hfdistac condition`` calls) evaluated on the whole test split;
-outputs go under ``--output`` (reused when present unless ``--overwrite``). Prints two Markdown tables and a
+outputs go under ``--output`` (reused when present with the same preset, steps, lr, β and norm bound, unless
+``--overwrite``: so ``--output DEMO/conditioned`` tabulates the runs ``hfdistac demo`` made, which use the same
+settings and evaluate on the whole 200-image test split). Prints two Markdown tables and a
 verdict per row against the issue's thresholds (norm within ±15 % of the target and accuracy ≥ naive and
 within 2 points of the teacher; entropy down ≥ 50 % within 2 points of the teacher).
 
@@ -18,6 +20,7 @@ Usage::
 
     hfdistac example-suite suite
     python benchmarks/suite_conditioning.py suite --output conditioning-runs
+    python benchmarks/suite_conditioning.py suite --output hfdistac-demo/conditioned   # the demo's 16 runs
 """
 
 from __future__ import annotations
@@ -29,12 +32,19 @@ import statistics
 import time
 from pathlib import Path
 
+#: Settings a report read back must have been made with (else the run is done again).
+_SETTINGS = ("preset", "steps", "lr", "beta", "max_norm_ratio")
+
 
 def _condition(out: Path, overwrite: bool, **kwargs) -> dict:
     from hfdistac.distac import ConditionConfig, run_condition
 
     if (out / "report.json").is_file() and not overwrite:
-        return json.loads((out / "report.json").read_text())
+        report = json.loads((out / "report.json").read_text())
+        if all(report.get(k) == kwargs.get(k) for k in _SETTINGS):
+            return report
+        logging.warning("%s was made with other settings (%s); conditioning again", out,
+                        {k: report.get(k) for k in _SETTINGS})
     run_condition(ConditionConfig(output=str(out), overwrite=True, progress=False, eval_limit=0, **kwargs))
     return json.loads((out / "report.json").read_text())
 
@@ -43,8 +53,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("suite", help="a built example suite")
     ap.add_argument("--output", default="conditioning-runs", help="where the conditioned models go")
-    ap.add_argument("--lr", type=float, default=3e-4,
-                    help="DisTaC learning rate (default 3e-4, the suite's fine-tuning rate; see CONDITIONING.md)")
+    ap.add_argument("--lr", type=float, default=1e-5,
+                    help="DisTaC learning rate (default 1e-5, the rate the suite's model cards recommend, a tenth "
+                         "of its fine-tuning rate; see the example suite's package docstring)")
     ap.add_argument("--steps", type=int, default=500, help="DisTaC steps (default 500, the paper's)")
     ap.add_argument("--beta", type=float, default=0.5, help="anchor weight β (default 0.5, the paper's)")
     ap.add_argument("--max-norm-ratio", type=float, default=None,
