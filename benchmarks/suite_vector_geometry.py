@@ -3,7 +3,9 @@
 The low-confidence scenario's merge stays at zero-shot even after DisTaC sharpens every label-smoothed model
 (REPRODUCTION.md). This prints what that explanation rests on, per family of vectors: the mean norm, the mean
 pairwise cosine, the share of the summed length the sum keeps (‖Σ τ‖ / Σ ‖τ‖) and each vector's cosine with
-its task's standard vector; for the sharpened vectors also how far DisTaC moved each (‖τ' − τ‖ / ‖τ‖).
+its task's standard vector; for the sharpened vectors also how far DisTaC moved each (‖τ' − τ‖ / ‖τ‖) and, per
+task, how much of label smoothing's change δ = τ_LS − τ_std is still there (‖τ' − τ_std‖ / ‖δ‖, and the cosine of
+τ' − τ_std with δ: 1 when DisTaC leaves δ whole, 0 when it removes it).
 
 Usage::
 
@@ -60,6 +62,18 @@ def main() -> None:
         moved = [float((families["label-smoothed + DisTaC"][t] - families["label-smoothed"][t]).norm()
                        / families["label-smoothed"][t].norm()) for t in tasks]
         print(f"\nDisTaC moved each label-smoothed vector by {min(moved):.0%}–{max(moved):.0%} of its length.")
+        _ls_difference(families, tasks)
+
+
+def _ls_difference(families: dict[str, dict[str, torch.Tensor]], tasks: list[str]) -> None:
+    """Per task: how much of what label smoothing changed (δ = τ_LS − τ_std) is still there after DisTaC."""
+    print("\n| task | ‖δ‖ = ‖τ_LS − τ_std‖ | ‖τ' − τ_std‖ / ‖δ‖ | cos(τ' − τ_std, δ) | cos(τ' − τ_LS, δ) |")
+    print("|:--|--:|--:|--:|--:|")
+    for t in tasks:
+        std, ls, sharp = (families[f][t] for f in ("standard", "label-smoothed", "label-smoothed + DisTaC"))
+        delta = ls - std
+        print(f"| {t} | {delta.norm():.2f} | {(sharp - std).norm() / delta.norm():.2f} | {_cos(sharp - std, delta):.2f} "
+              f"| {_cos(sharp - ls, delta):.2f} |")
 
 
 if __name__ == "__main__":
