@@ -60,9 +60,9 @@ docstring holds every probe's table):
 Known misses of the issue's targets, measured, are in REPRODUCTION.md: zero-shot entropy stays *below* the
 label-smoothed models' (check (e)); TIES and TSV-M stay under task arithmetic under the protocol's α ≤ 1
 (the narrow residual stream that every task writes into: in the probe TSV-M passes TA from α 1.5); DisTaC wins
-back 47-65 % of task arithmetic's low-confidence drop over seeds 0-2 (at 1e-5 × 500 steps the sharpened
-students end up to 9 points under their teachers; 1,500 steps bring them closer and leave the cure at 56 % on
-seed 2).
+back 47-65 % of task arithmetic's low-confidence drop over seeds 0-2: DisTaC's own update, added to the
+standard vectors, costs their merge 7.8 points on seed 2 (``benchmarks/suite_ls_update.py``), and 1,500 steps
+instead of 500 do not help.
 
 Implementation notes, still true from the earlier suite:
 
