@@ -36,17 +36,18 @@ from pathlib import Path
 _SETTINGS = ("preset", "steps", "lr", "beta", "max_norm_ratio")
 
 
-def _condition(out: Path, overwrite: bool, **kwargs) -> dict:
+def _condition(out: Path, overwrite: bool, **kwargs) -> tuple[dict, bool]:
+    """The run's report, and whether it was made now (``False``: read back from an earlier run)."""
     from hfdistac.distac import ConditionConfig, run_condition
 
     if (out / "report.json").is_file() and not overwrite:
         report = json.loads((out / "report.json").read_text())
         if all(report.get(k) == kwargs.get(k) for k in _SETTINGS):
-            return {**report, "_read_back": True}
+            return report, False
         logging.warning("%s was made with other settings (%s); conditioning again", out,
                         {k: report.get(k) for k in _SETTINGS})
     run_condition(ConditionConfig(output=str(out), overwrite=True, progress=False, eval_limit=0, **kwargs))
-    return json.loads((out / "report.json").read_text())
+    return json.loads((out / "report.json").read_text()), True
 
 
 def main() -> None:
@@ -78,10 +79,10 @@ def main() -> None:
         if "norm" in args.presets:
             others = [str(suite / "models" / n) for n in fig["task_names"] if n != t]
             t0 = time.perf_counter()
-            r = _condition(out / f"{t}-highlr", args.overwrite, model=str(suite / "models" / f"{t}-highlr"),
+            r, made = _condition(out / f"{t}-highlr", args.overwrite, model=str(suite / "models" / f"{t}-highlr"),
                            data=str(suite / "data" / t), reference=others, preset="norm",
                            max_norm_ratio=args.max_norm_ratio, **common)
-            if not r.get("_read_back"):
+            if made:
                 seconds.append(time.perf_counter() - t0)
             ratio = r["norm_after"] / r["target_norm"]
             # 1e-6: the float32 rounding of a vector projected onto exactly 1.15x the target
@@ -95,9 +96,9 @@ def main() -> None:
                               "norm_standard": fig["tasks"][t]["standard"]["norm"]})
         if "confidence" in args.presets:
             t0 = time.perf_counter()
-            r = _condition(out / f"{t}-ls", args.overwrite, model=str(suite / "models" / f"{t}-ls"),
+            r, made = _condition(out / f"{t}-ls", args.overwrite, model=str(suite / "models" / f"{t}-ls"),
                            data=str(suite / "data" / t), preset="confidence", **common)
-            if not r.get("_read_back"):
+            if made:
                 seconds.append(time.perf_counter() - t0)
             change = r["entropy_after"] / r["entropy_before"] - 1
             ok = change <= -0.5 and r["accuracy_after"] >= r["accuracy_before"] - 2

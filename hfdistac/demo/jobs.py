@@ -106,13 +106,6 @@ def done_path(workdir: Path, index: int) -> Path:
     return workdir / "done" / str(index)
 
 
-def _mark_done(workdir: Path, index: int, cpu_seconds: float) -> None:
-    """Write job ``index``'s done file atomically (other processes poll for it, :func:`step_cpu_seconds` reads it)."""
-    tmp = workdir / "done" / f".{index}.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps({"cpu_s": round(cpu_seconds, 2)}), encoding="utf-8")
-    os.replace(tmp, done_path(workdir, index))
-
-
 def step_cpu_seconds(workdir: Path, jobs: list[dict[str, Any]]) -> dict[str, float]:
     """CPU seconds the finished jobs took, summed by kind (a step read back from an earlier run counts its reading)."""
     totals: dict[str, float] = {}
@@ -140,6 +133,7 @@ def run_queue(workdir: Path, jobs: list[dict[str, Any]], config, on_done=None, p
     A job is ready when every job in its ``after`` list is done. A process with nothing ready waits for the
     jobs other processes are running. ``on_done(index)`` is called after each job this process ran.
     """
+    from ..outputs import write_json
     from ..runtime import torch_state
 
     (workdir / "done").mkdir(parents=True, exist_ok=True)
@@ -156,7 +150,8 @@ def run_queue(workdir: Path, jobs: list[dict[str, Any]], config, on_done=None, p
                 start = time.process_time()  # one torch thread per step: this process's CPU time is the step's
                 with torch_state(threads=1):
                     run_job(jobs[i], config)
-                _mark_done(workdir, i, time.process_time() - start)
+                # atomic: other processes poll for the file, step_cpu_seconds reads it
+                write_json(done_path(workdir, i), {"cpu_s": round(time.process_time() - start, 2)})
                 if on_done is not None:
                     on_done(i)
                 break
