@@ -7,6 +7,13 @@ its task's standard vector; for the sharpened vectors also how far DisTaC moved 
 task, how much of label smoothing's change δ = τ_LS − τ_std is still there (‖τ' − τ_std‖ / ‖δ‖, and the cosine of
 τ' − τ_std with δ: 1 when DisTaC leaves δ whole, 0 when it removes it).
 
+With ``--demo`` it also treats DisTaC's own updates u = τ' − τ_LS as a family and breaks u and τ_std down by
+parameter group (embeddings, each layer's attention, MLP and norms, the final norm): each group's share of the
+squared length and the two numbers that say whether the eight tasks write into the same directions — the mean
+pairwise cosine and ‖Σ_t v_t‖² / Σ_t ‖v_t‖² (1 when the eight are orthogonal, 8 when they are one vector). Task
+arithmetic and Consensus add the eight updates; where they agree the sum grows eightfold, where they are
+orthogonal threefold (√8).
+
 Usage::
 
     python benchmarks/suite_vector_geometry.py example-suite [--demo hfdistac-demo]
@@ -17,6 +24,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import re
 import statistics
 from pathlib import Path
 
@@ -25,6 +33,28 @@ import torch
 
 def _flat(tv) -> torch.Tensor:
     return torch.cat([tv[k].flatten().double() for k in sorted(tv.keys())])
+
+
+def _group(key: str) -> str:
+    """The parameter group of a vision-tower key: embeddings, layer N attention / MLP / norms, final norm."""
+    layer = re.search(r"layers\.(\d+)\.", key)
+    if layer:
+        part = "attention" if "self_attn" in key else "MLP" if "mlp" in key else "norms"
+        return f"layer {layer.group(1)} {part}"
+    if "embeddings" in key:
+        return "embeddings"
+    return "final norm" if "post_layernorm" in key else "pre-norm" if "pre_layrnorm" in key else key
+
+
+def _segments(tv) -> dict[str, slice]:
+    """Where each parameter group sits in :func:`_flat`'s vector (groups keep their order of appearance)."""
+    spans: dict[str, list[slice]] = {}
+    start = 0
+    for k in sorted(tv.keys()):
+        n = tv[k].numel()
+        spans.setdefault(_group(k), []).append(slice(start, start + n))
+        start += n
+    return spans
 
 
 def _cos(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -63,6 +93,9 @@ def main() -> None:
                        / families["label-smoothed"][t].norm()) for t in tasks]
         print(f"\nDisTaC moved each label-smoothed vector by {min(moved):.0%}–{max(moved):.0%} of its length.")
         _ls_difference(families, tasks)
+        updates = {t: families["label-smoothed + DisTaC"][t] - families["label-smoothed"][t] for t in tasks}
+        _by_group({"τ_std": std, "u = τ' − τ_LS": updates},
+                  _segments(load_task_vector(args.demo / "conditioned" / f"{tasks[0]}-ls" / "task_vector.safetensors")))
 
 
 def _ls_difference(families: dict[str, dict[str, torch.Tensor]], tasks: list[str]) -> None:
@@ -74,6 +107,31 @@ def _ls_difference(families: dict[str, dict[str, torch.Tensor]], tasks: list[str
         delta = ls - std
         print(f"| {t} | {delta.norm():.2f} | {(sharp - std).norm() / delta.norm():.2f} | {_cos(sharp - std, delta):.2f} "
               f"| {_cos(sharp - ls, delta):.2f} |")
+
+
+def _agreement(vecs: list[torch.Tensor]) -> tuple[float, float]:
+    """(mean pairwise cosine, ‖Σ v‖² / Σ ‖v‖²) of equally indexed vectors."""
+    pair = statistics.mean(_cos(a, b) for a, b in itertools.combinations(vecs, 2))
+    return pair, float(torch.stack(vecs).sum(0).norm() ** 2 / sum(float(v.norm()) ** 2 for v in vecs))
+
+
+def _by_group(families: dict[str, dict[str, torch.Tensor]], spans: dict[str, list[slice]]) -> None:
+    """Per parameter group and family: share of the squared length, mean pairwise cosine, ‖Σ‖² / Σ‖‖²."""
+    names = list(families)
+    print("\nper parameter group: share of Σ_t ‖v_t‖², mean pairwise cosine, ‖Σ_t v_t‖² / Σ_t ‖v_t‖² (1 to 8)\n")
+    print("| group | " + " | ".join(f"{n}: share, cosine, sum ratio" for n in names) + " |")
+    print("|:--|" + "--:|" * len(names))
+    totals = {n: sum(float(v.norm()) ** 2 for v in fam.values()) for n, fam in families.items()}
+    rows = [("all", None), *spans.items()]
+    for group, parts in rows:
+        cells = []
+        for n in names:
+            vecs = list(families[n].values()) if parts is None else [
+                torch.cat([v[sl] for sl in parts]) for v in families[n].values()]
+            share = sum(float(v.norm()) ** 2 for v in vecs) / totals[n]
+            pair, ratio = _agreement(vecs)
+            cells.append(f"{share:.1%}, {pair:.2f}, {ratio:.2f}")
+        print(f"| {group} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":
