@@ -29,13 +29,13 @@ import statistics
 from pathlib import Path
 
 
-def _vectors(suite: Path, demo: Path, base, task: str) -> dict[str, dict]:
+def _vectors(suite: Path, conditioned: Path, base, task: str) -> dict[str, dict]:
     from hfdistac.checkpoints import load_finetuned
     from hfdistac.task_vectors import compute_task_vector, load_task_vector
 
     std = compute_task_vector(base.weights, load_finetuned(str(suite / "models" / task)).weights)
     ls = compute_task_vector(base.weights, load_finetuned(str(suite / "models" / f"{task}-ls")).weights)
-    sharp = load_task_vector(demo / "conditioned" / f"{task}-ls" / "task_vector.safetensors", lazy=False)
+    sharp = load_task_vector(conditioned / f"{task}-ls" / "task_vector.safetensors", lazy=False)
     update = {k: sharp[k] - ls[k] for k in std}
     return {"τ_std": std, "τ_LS": ls, "τ' (LS + DisTaC)": sharp, "u = τ' − τ_LS": update,
             "τ_std + u": {k: std[k] + update[k] for k in std}}
@@ -53,6 +53,9 @@ def main() -> None:
     ap.add_argument("suite", type=Path, help="a built example suite")
     ap.add_argument("demo", type=Path, help="a finished `hfdistac demo` directory on that suite")
     ap.add_argument("--alpha", type=float, default=0.3, help="scale of the one vector added (check (f): 0.3)")
+    ap.add_argument("--conditioned", type=Path,
+                    help="where the sharpened <task>-ls runs are (default DEMO/conditioned; e.g. a suite_ls_kappa.py "
+                         "output's kappa-0.6, where u then also holds the shrink)")
     ap.add_argument("--merge-alphas", type=float, nargs="*", default=[0.2, 0.3, 0.4, 0.5],
                     help="α values of the merge split (default 0.2 0.3 0.4 0.5; none: skip it)")
     args = ap.parse_args()
@@ -69,7 +72,8 @@ def main() -> None:
         others: dict[str, list[float]] = {}
         own: dict[str, list[float]] = {}
         worst: dict[str, tuple[float, str, str]] = {}
-        vectors = {t: _vectors(args.suite, args.demo, base, t) for t in names}
+        conditioned = args.conditioned or args.demo / "conditioned"
+        vectors = {t: _vectors(args.suite, conditioned, base, t) for t in names}
         for t in names:
             for family, vec in vectors[t].items():
                 merged.set_weights(vec, args.alpha)
