@@ -12,6 +12,10 @@ low-confidence drop won back. Each κ's runs go to ``OUTPUT/kappa-<κ>`` and are
 Usage::
 
     python benchmarks/suite_ls_kappa.py example-suite hfdistac-demo --kappas 0.5 --output ls-kappa
+    # the runs in two processes, then the merge:
+    python benchmarks/suite_ls_kappa.py example-suite hfdistac-demo --kappas 0.5 --tasks digits glyphs textures colours &
+    python benchmarks/suite_ls_kappa.py example-suite hfdistac-demo --kappas 0.5 --tasks counts terrain arrows positions
+    wait; python benchmarks/suite_ls_kappa.py example-suite hfdistac-demo --kappas 0.5
 """
 
 from __future__ import annotations
@@ -40,6 +44,8 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=1e-5, help="DisTaC learning rate (default the cards' 1e-5)")
     ap.add_argument("--steps", type=int, default=500, help="DisTaC steps (default the paper's 500)")
     ap.add_argument("--output", type=Path, default=Path("ls-kappa"), help="where the runs and merges go")
+    ap.add_argument("--tasks", nargs="+", help="condition only these tasks and stop before merging (to spread the "
+                                               "runs over processes; a last call without it merges)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     demo = json.loads((args.demo / "demo.json").read_text())
@@ -51,11 +57,13 @@ def main() -> None:
     for kappa in args.kappas:
         out = args.output / f"kappa-{kappa:g}"
         reports = {}
-        for t in names:
+        for t in args.tasks or names:
             with torch_state(threads=1):
                 reports[t], _ = _condition(out / f"{t}-ls", False, base=str(args.suite / "base"),
                                            model=str(args.suite / "models" / f"{t}-ls"), data=str(args.suite / "data" / t),
                                            preset="both", kappa=kappa, steps=args.steps, lr=args.lr, beta=0.5)
+        if args.tasks:
+            continue
         entropy[f"κ {kappa:g}"] = ", ".join(
             f"{t} {reports[t]['entropy_before']:.2f}→{reports[t]['entropy_after']:.2f} "
             f"({reports[t]['accuracy_before']:.0f}→{reports[t]['accuracy_after']:.0f} %)" for t in names)
@@ -65,6 +73,8 @@ def main() -> None:
         with torch_state(threads=1):
             columns[f"κ {kappa:g}"] = jobs.merge_scenario(recipe, out / "merge", methods, density,
                                                           DemoConfig(directory=str(out), progress=False))
+    if args.tasks:
+        return
     orig, low = table["original"], table["low confidence"]
     print("mean normalised accuracy % (share of the low-confidence drop won back)\n")
     print("| low confidence | " + " | ".join(methods) + " |")

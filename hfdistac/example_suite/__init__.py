@@ -61,7 +61,7 @@ Known misses of the issue's targets, measured, are in REPRODUCTION.md: zero-shot
 label-smoothed models' (check (e)); TIES and TSV-M stay under task arithmetic under the protocol's α ≤ 1
 (the narrow residual stream that every task writes into: in the probe TSV-M passes TA from α 1.5); DisTaC wins
 back 47-65 % of task arithmetic's low-confidence drop over seeds 0-2 at the paper's κ = 1. Each label-smoothed
-vector is harmless alone (check (f)) but the eight interfere once summed (18 points at α 0.3, the standard
+vector is harmless alone (check (f)) but the eight interfere once summed (12-19 points at α 0.3, the standard
 vectors none; ``benchmarks/suite_update_reach.py``): they carry the standard vectors' task signal in vectors
 1.7× longer, and at κ = 1 DisTaC keeps that length; 1,500 steps instead of 500 do not help. Started from
 κ 0.6 (the standard vectors' length; ``benchmarks/suite_ls_kappa.py``) DisTaC wins back 71, 66 and 87 % of
