@@ -1,9 +1,9 @@
 """The low-confidence cure at κ < 1: sharpen the label-smoothed models from a shrunk start, then merge.
 
 The paper conditions an under-confident vector with κ = 1 and temperatures (1, 10) (METHOD.md §1); shrinking
-the start as well is its "both issues at once" setting (``--preset both``). On the example suite DisTaC's own
-update u = τ' − τ_LS is what costs task arithmetic and Consensus their low-confidence cure
-(``benchmarks/suite_ls_update.py``). This conditions every ``-ls`` model at each κ of ``--kappas`` with the
+the start as well is its "both issues at once" setting (``--preset both``). On the example suite the
+label-smoothed vectors are ~1.7× longer than the standard ones, and at κ = 1 the sharpened ones keep that
+length and interfere once summed (``benchmarks/suite_update_reach.py``). This conditions every ``-ls`` model at each κ of ``--kappas`` with the
 demo's other settings (β 0.5, the cards' lr, 500 steps × 128, (1, 10)), merges the eight with the demo's
 methods (α on holdout, TIES at the paper-equivalent density, calibrated; normalised by the label-smoothed
 models) and prints, beside the demo's own columns, the mean normalised accuracy and the share of the

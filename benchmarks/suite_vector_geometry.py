@@ -46,7 +46,7 @@ def _group(key: str) -> str:
     return "final norm" if "post_layernorm" in key else "pre-norm" if "pre_layrnorm" in key else key
 
 
-def _segments(tv) -> dict[str, slice]:
+def _segments(tv) -> dict[str, list[slice]]:
     """Where each parameter group sits in :func:`_flat`'s vector (groups keep their order of appearance)."""
     spans: dict[str, list[slice]] = {}
     start = 0
@@ -83,7 +83,7 @@ def main() -> None:
     print("|:--|--:|--:|--:|:--|")
     for label, vecs in families.items():
         v = list(vecs.values())
-        pair = statistics.mean(_cos(a, b) for a, b in itertools.combinations(v, 2))
+        pair = _agreement(v)[0]
         kept = float(torch.stack(v).sum(0).norm() / sum(x.norm() for x in v))
         with_std = [_cos(vecs[t], std[t]) for t in tasks]
         print(f"| {label} | {statistics.mean(float(x.norm()) for x in v):.3f} | {pair:.3f} | {kept:.3f} | "
