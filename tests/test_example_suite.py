@@ -25,6 +25,12 @@ def _front_matter(path: Path) -> dict:
     return yaml.safe_load(text.split("---\n", 2)[1])
 
 
+def plan_default(name: str):
+    import dataclasses
+
+    return next(f.default for f in dataclasses.fields(SuitePlan) if f.name == name)
+
+
 def _suite(example_suite) -> dict:
     return json.loads((example_suite / "suite.json").read_text())
 
@@ -195,6 +201,38 @@ def test_entropy_and_ls_cost_checks_are_what_they_say(example_suite, tmp_path):
         changes.append(acc["accuracy"] - tasks[other]["zero_shot"]["accuracy"])
     assert f["points"][name] == pytest.approx(sum(changes) / len(changes), abs=0.05)
     assert f["holds"] == (f["mean_points"] >= -fig["plan"]["max_ls_cost_points"])
+
+
+def test_base_logit_scale_is_the_plans_and_sets_zero_shot_confidence(tmp_path):
+    """The base is saved with the plan's logit scale (the default's, not the pretraining one), and the recorded
+    zero-shot entropy is that of CLIP's own zero-shot logits at that scale, computed here with transformers alone."""
+    import math
+
+    import torch
+    from datasets import load_dataset
+    from transformers import CLIPImageProcessor, CLIPModel, CLIPTokenizer
+
+    example_suite = tmp_path / "suite"
+    build_example_suite(example_suite, num_tasks=2, seed=0, progress=False, plan=TINY_PLAN)
+    fig = _suite(example_suite)
+    assert plan_default("logit_scale") == fig["plan"]["logit_scale"]
+    plan = fig["plan"]
+    assert plan["logit_scale"] != plan["pretrain_logit_scale"]
+    clip = CLIPModel.from_pretrained(example_suite / "base").eval()
+    assert float(clip.logit_scale.detach().exp()) == pytest.approx(plan["logit_scale"], rel=1e-5)
+    name = fig["task_names"][0]
+    ds = load_dataset(str(example_suite / "data" / name), split="test")
+    tok = CLIPTokenizer.from_pretrained(example_suite / "base")
+    pixels = CLIPImageProcessor.from_pretrained(example_suite / "base")(list(ds["image"]), return_tensors="pt")
+    texts = tok([f"a photo of a {c}." for c in fig["tasks"][name]["classes"]], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        img = torch.nn.functional.normalize(clip.get_image_features(**pixels).pooler_output, dim=-1)
+        txt = torch.nn.functional.normalize(clip.get_text_features(**texts).pooler_output, dim=-1)
+    logp = (plan["logit_scale"] * img @ txt.T).log_softmax(-1)
+    entropy = float(-(logp.exp() * logp).sum(-1).mean())
+    assert entropy == pytest.approx(fig["tasks"][name]["zero_shot"]["entropy"], abs=2e-3)
+    logp100 = (plan["pretrain_logit_scale"] * img @ txt.T).log_softmax(-1)  # the scale matters: not a no-op
+    assert not math.isclose(entropy, float(-(logp100.exp() * logp100).sum(-1).mean()), abs_tol=2e-3)
 
 
 def test_recorded_norms_match_the_files(example_suite):

@@ -105,7 +105,8 @@ class SuitePlan:
     pretrain_steps: int = 1500
     pretrain_batch: int = 128
     pretrain_lr: float = 3e-3
-    logit_scale: float = 100.0
+    pretrain_logit_scale: float = 100.0  # CLIP's temperature while pretraining (fixed: OpenAI CLIP's final value)
+    logit_scale: float = 38.0  # the base's, set after pretraining: the scale of every head, zero-shot and fine-tuned
     finetune_steps: int = 500
     finetune_batch: int = 64
     finetune_lr: float = 1e-4
