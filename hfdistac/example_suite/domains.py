@@ -22,9 +22,10 @@ tower learned from its captions. The base is pretrained contrastively on a capti
 domains drawn with a *shift* (:func:`shift`: colour jitter, a blur, noise), and its captions confuse sibling
 classes: nine in ten images of an odd class are captioned with the class before it (``"3 digits"`` as
 ``"2 digits"``), as web captions rarely draw the fine distinctions a downstream task needs. Zero-shot is then
-confidently wrong on those classes, well below fine-tuned (real CLIP on SVHN or EuroSAT: 30-50 %), and
-fine-tuning with label smoothing must overrule confident errors with a less confident model, which is the
-paper's low-confidence situation.
+systematically wrong on those classes, well below fine-tuned (real CLIP on SVHN or EuroSAT: 30-50 %), and
+fine-tuning must overrule those errors; with label smoothing it does so with a less confident model, which is
+the paper's low-confidence situation (at the base's logit scale, :class:`~.config.SuitePlan`, zero-shot is less
+sure than such a model, as the build's check (e) asks).
 
 Pure numpy; deterministic given a ``numpy.random.Generator``.
 """

@@ -130,11 +130,11 @@ tokenizer built offline and a `CLIPImageProcessor`, **pretrained contrastively**
 loss) for {steps} steps on {n_images} captioned synthetic images of the suite's eight domains (seed {seed}),
 drawn with a shift (colour jitter, blur, noise) and coarse captions (nine in ten images of an odd class named
 as the class before it, e.g. `a photo of a 2 digits.` for a 3), so that zero-shot heads built from its text
-tower classify the suite's tasks above chance but confidently wrong on many images — as real CLIP on SVHN or
+tower classify the suite's tasks above chance but wrong on many images — as real CLIP on SVHN or
 EuroSAT. The temperature was fixed at {pretrain_logit_scale:g} (OpenAI CLIP's final value) while pretraining;
 the saved `logit_scale` is then set to ln {logit_scale:g}, the scale of every zero-shot and fine-tuned head: this
 tiny CLIP separates its class captions so widely that at {pretrain_logit_scale:g} its zero-shot heads would be surer
-than its label-smoothed fine-tunes (the suite's check (e) asks the opposite, as on the DisTaC paper's datasets).
+than its label-smoothed fine-tunes (the suite's check (e) asks the opposite).
 """
 
 
