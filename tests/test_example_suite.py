@@ -25,12 +25,6 @@ def _front_matter(path: Path) -> dict:
     return yaml.safe_load(text.split("---\n", 2)[1])
 
 
-def plan_default(name: str):
-    import dataclasses
-
-    return next(f.default for f in dataclasses.fields(SuitePlan) if f.name == name)
-
-
 def _suite(example_suite) -> dict:
     return json.loads((example_suite / "suite.json").read_text())
 
@@ -215,7 +209,7 @@ def test_base_logit_scale_is_the_plans_and_sets_zero_shot_confidence(tmp_path):
     example_suite = tmp_path / "suite"
     build_example_suite(example_suite, num_tasks=2, seed=0, progress=False, plan=TINY_PLAN)
     fig = _suite(example_suite)
-    assert plan_default("logit_scale") == fig["plan"]["logit_scale"]
+    assert SuitePlan().logit_scale == fig["plan"]["logit_scale"]
     plan = fig["plan"]
     assert plan["logit_scale"] != plan["pretrain_logit_scale"]
     clip = CLIPModel.from_pretrained(example_suite / "base").eval()
