@@ -371,12 +371,14 @@ def child(stage: str, a: argparse.Namespace) -> None:
 
     if a.threads > 0:
         torch.set_num_threads(a.threads)
-    try:  # as the command line does (hfdistac.runtime.release_freed_memory)
-        from hfdistac.runtime import release_freed_memory
-
-        release_freed_memory()
-    except ImportError:  # an older build (--repo) has no such module
-        pass
+    try:
+        from hfdistac import runtime
+    except ImportError:  # an older build (--repo) without the module
+        runtime = None
+    # as the command line does (an older build had release_freed_memory instead)
+    setting = getattr(runtime, "tune_allocator", None) or getattr(runtime, "release_freed_memory", None)
+    if setting is not None:
+        setting()
     w = Path(a.workdir)
     fn = {"load": stage_load, "heads": stage_heads, "eval": stage_eval, "kd": stage_kd, "condition": stage_condition,
           "merge": lambda w: stage_merge(w, "all", a.wudi_iterations), "samerging": lambda w: stage_merge(w, "samerging"),

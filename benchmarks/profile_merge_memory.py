@@ -51,9 +51,9 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(a.threads)
-    from hfdistac.runtime import release_freed_memory
+    from hfdistac.runtime import tune_allocator
 
-    release_freed_memory()  # as the command line does
+    tune_allocator()  # as the command line does
     import hfdistac.merge_eval.methods as methods
     import hfdistac.merge_eval.outputs as outputs
     import hfdistac.merge_eval.scoring as scoring

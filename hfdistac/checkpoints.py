@@ -148,6 +148,15 @@ def vision_config(directory: Path):
                               "re-save the model with save_pretrained") from None
 
 
+def fit_allocator(vcfg) -> None:
+    """Before a tower is read: let a process that tuned its allocator give freed memory back if this tower's
+    parameter tensors are megabyte-sized (:func:`hfdistac.runtime.fit_allocator_to_model`)."""
+    from .runtime import fit_allocator_to_model
+
+    sizes = [getattr(vcfg, "hidden_size", 0) or 0, getattr(vcfg, "intermediate_size", 0) or 0]
+    fit_allocator_to_model(4 * sizes[0] * max(sizes))  # the largest float32 matrix of a layer
+
+
 def check_configs_match(base_cfg, other_cfg, names: tuple[str, str] = ("base", "fine-tuned")) -> None:
     """Raise :class:`CheckpointError` naming the first architecture fields that differ."""
     diff = [(f, getattr(base_cfg, f, None), getattr(other_cfg, f, None)) for f in _ARCH_FIELDS
@@ -402,6 +411,7 @@ def load_finetuned(reference: str, *, token: str | None = None, lazy: bool = Fal
         return _load_lora(resolved, token)
     require_safetensors(resolved)  # a pickle-only Hub repo has no weights downloaded: say why
     cfg = vision_config(resolved.local_dir)
+    fit_allocator(cfg)
     weights = LazyVisionWeights(resolved.local_dir) if lazy else read_vision_weights(resolved.local_dir)
     return FinetunedModel(resolved, cfg, weights, read_card_metadata(resolved))
 
@@ -425,6 +435,8 @@ def _load_lora(resolved, token) -> FinetunedModel:
         raise CheckpointError(f"the base {base_ref!r} of adapter {resolved.reference!r} cannot be found ({e})",
                               "set base_model_name_or_path in its adapter_config.json to the base's Hub id or "
                               "local path") from None
+    vcfg = vision_config(base.local_dir)
+    fit_allocator(vcfg)
     theta0 = read_vision_weights(base.local_dir)
     tau = lora_task_vector(resolved.local_dir, cfg, resolved.reference)
     for key, delta in tau.items():
@@ -434,7 +446,7 @@ def _load_lora(resolved, token) -> FinetunedModel:
                                   f"{tuple(theta0[key].shape) if key in theta0 else 'absent'} in the base")
         theta0[key] = theta0[key] + delta
     card.setdefault("base_model", base_ref)
-    return FinetunedModel(resolved, vision_config(base.local_dir), theta0, card, adapter_base=base.local_dir)
+    return FinetunedModel(resolved, vcfg, theta0, card, adapter_base=base.local_dir)
 
 
 def load_base(reference: str, *, token: str | None = None) -> BaseModel:
@@ -458,6 +470,7 @@ def load_base(reference: str, *, token: str | None = None) -> BaseModel:
     for path in weight_files(resolved.local_dir):
         with safe_open_checked(path):  # a truncated or corrupt file: say so before transformers tries
             pass
+    fit_allocator(vision_config(resolved.local_dir))
     try:
         clip = CLIPModel.from_pretrained(resolved.local_dir, use_safetensors=True)
     except Exception as e:  # noqa: BLE001 - whatever transformers raises for an unreadable checkpoint

@@ -1,4 +1,4 @@
-"""Process settings the command line applies before a command: CPU threads, and memory given back when freed.
+"""Process settings the command line applies before a command: CPU threads, and how freed memory is reused.
 
 Threads: hfdistac never oversubscribes the cores.
 
@@ -11,6 +11,11 @@ before every command), and :func:`apply_thread_policy` gives library calls (``ru
 default once per process. Worker processes get their share: the example suite's fine-tuning workers, the demo's
 step workers (:mod:`hfdistac.processes`) and DataLoader workers run one thread each, and as many workers as
 there are free cores.
+
+Memory: :func:`tune_allocator` (the command line and hfdistac's worker processes call it first) lets glibc reuse
+freed blocks of the sizes a forward pass allocates again and again, and :func:`fit_allocator_to_model` (called by
+the checkpoint loaders) switches a process to giving freed blocks back to the system once it loads a tower whose
+parameter tensors are megabyte-sized, where keeping them would cost hundreds of MB.
 """
 
 from __future__ import annotations
@@ -89,20 +94,19 @@ def apply_thread_policy() -> int | None:
     return set_threads(None)
 
 
-#: Allocations from this size up are served by mmap and given back to the system when freed (glibc).
-MMAP_THRESHOLD_BYTES = 1 << 20
-_M_MMAP_THRESHOLD = -3
+#: glibc's allocator (``mallopt`` parameters) and the values hfdistac gives them.
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+#: Where glibc's own dynamic thresholds settle once a large block has been freed (64-bit): blocks up to 32 MB come
+#: from the heap and are reused, and up to 64 MB freed at the heap's top stays there.
+RECYCLE_MMAP_BYTES, RECYCLE_TRIM_BYTES = 32 << 20, 64 << 20
+#: With towers whose parameter tensors reach this size, blocks from this size up are mmapped and given back
+#: to the system when freed; the heap's top is trimmed at glibc's default (128 KB).
+RELEASE_MMAP_BYTES, RELEASE_TRIM_BYTES = 1 << 20, 128 << 10
+
+_allocator = None  # None: glibc's defaults (not tuned); "recycle" or "release": what tune/fit set
 
 
-def release_freed_memory() -> bool:
-    """Make freed tensors give their memory back to the system (glibc only; a no-op elsewhere).
-
-    glibc serves allocations above a *dynamic* threshold with mmap and returns them on free; but every large
-    block freed raises the threshold (up to 32 MB), after which tensors of a ViT-B/32 tower (≤ 9.4 MB each) come
-    from the heap, and memory freed there stays in the process. A fixed 1 MB threshold keeps the peak resident
-    size near what is alive: measured on ``condition`` at ViT-B/32, 3.48 → 3.20 GB. The command line calls this
-    first; returns whether it took effect.
-    """
+def _mallopt(settings: list[tuple[int, int]]) -> bool:
     import ctypes
     import ctypes.util
 
@@ -110,9 +114,49 @@ def release_freed_memory() -> bool:
     if not name:
         return False
     try:
-        return bool(ctypes.CDLL(name).mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES))
-    except (OSError, AttributeError):
+        libc = ctypes.CDLL(name)
+        return all(bool(libc.mallopt(param, value)) for param, value in settings)
+    except (OSError, AttributeError):  # not glibc
         return False
+
+
+def tune_allocator() -> bool:
+    """Let freed memory be reused by the same sizes, until a large tower is loaded (glibc only; else a no-op).
+
+    glibc serves blocks above a *dynamic* threshold with mmap, a fresh mapping every time, each page faulted in
+    and zeroed by the kernel; every large block freed raises that threshold (up to 32 MB). A forward pass
+    allocates the same activation sizes batch after batch, so until the threshold has risen they are mapped and
+    unmapped each time, and the heap's top is trimmed and grown again. Setting the thresholds where glibc would
+    settle anyway (32 MB mmap, 64 MB trim) makes that deterministic from the first batch: on the example suite's
+    towers a merge's CPU time fell from 25-29 s to 21 s and a 100-step DisTaC run's from 24.5 s to 20.7 s
+    (``benchmarks/bench_allocator.py``). :func:`fit_allocator_to_model` then switches to giving memory back when
+    a tower with megabyte-sized tensors is loaded. The command line and hfdistac's worker processes call this
+    first; library calls leave the allocator to the caller. Returns whether it took effect.
+    """
+    global _allocator
+    if _allocator is not None:
+        return True
+    if not _mallopt([(_M_MMAP_THRESHOLD, RECYCLE_MMAP_BYTES), (_M_TRIM_THRESHOLD, RECYCLE_TRIM_BYTES)]):
+        return False
+    _allocator = "recycle"
+    return True
+
+
+def fit_allocator_to_model(largest_tensor_bytes: int) -> bool:
+    """After :func:`tune_allocator`: give freed memory back to the system once a tower's parameter tensors reach
+    :data:`RELEASE_MMAP_BYTES` (ViT-B/32's are 2.4 and 9.4 MB; the example suite's at most 0.15 MB).
+
+    Freed parameter-sized blocks would otherwise stay in the process: blocks from 1 MB up are mmapped and unmapped
+    when freed, which kept ``condition``'s peak resident size at ViT-B/32 at 3.20 GB instead of 3.48 GB. Its cost,
+    a fresh mapping for every large activation, is small beside a large tower's arithmetic. The loaders of
+    :mod:`hfdistac.checkpoints` call this; it does nothing unless the process tuned its allocator, and never goes
+    back. Returns whether the allocator now releases.
+    """
+    global _allocator
+    if _allocator == "recycle" and largest_tensor_bytes >= RELEASE_MMAP_BYTES \
+            and _mallopt([(_M_MMAP_THRESHOLD, RELEASE_MMAP_BYTES), (_M_TRIM_THRESHOLD, RELEASE_TRIM_BYTES)]):
+        _allocator = "release"
+    return _allocator == "release"
 
 
 @contextlib.contextmanager

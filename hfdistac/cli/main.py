@@ -241,9 +241,9 @@ def _run(cmd: Command, args: argparse.Namespace, debug: bool) -> int:
         cfg = config_from_args(cmd.config_cls, args, args.config)
         if cmd.uses_torch:
             from ..errors import InputError
-            from ..runtime import release_freed_memory, set_threads
+            from ..runtime import set_threads, tune_allocator
 
-            release_freed_memory()
+            tune_allocator()
             if args.threads < 0:
                 raise InputError(f"--threads must be >= 0 (0 = the free cores), got {args.threads}")
             set_threads(args.threads or _launch_share())

@@ -23,9 +23,11 @@ def main(argv: list[str] | None = None) -> int:
 
     from ..errors import HfDistacError
     from ..processes import write_worker_error
+    from ..runtime import tune_allocator
     from .config import DemoConfig
     from .jobs import JOBS_FILE, run_queue
 
+    tune_allocator()  # a process of hfdistac's own, as the command line's
     hf_logging.disable_progress_bar()
     spec = json.loads((workdir / JOBS_FILE).read_text(encoding="utf-8"))
     config = DemoConfig(**{**spec["config"], "progress": False})

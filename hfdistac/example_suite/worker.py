@@ -75,6 +75,9 @@ def main(argv: list[str] | None = None) -> int:
     workdir, index, count = Path(args[0]), int(args[1]), int(args[2])
     from transformers.utils import logging as hf_logging
 
+    from ..runtime import tune_allocator
+
+    tune_allocator()  # a process of hfdistac's own, as the command line's
     hf_logging.disable_progress_bar()
     spec, tensors = load_work(workdir)
     for job in spec["jobs"][index::count]:
