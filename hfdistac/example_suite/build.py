@@ -348,29 +348,60 @@ def _run_finetunes(work: Path, base_vm, jobs: list[dict[str, Any]], tensors: dic
     return {j["key"]: load_file(str(worker.job_logits_path(work, j["key"])))["logits"] for j in jobs}
 
 
+#: The three models fine-tuned per task: folder suffix, and whether label-smoothed (the high-LR one: the plan's
+#: ``highlr_factor`` x the rate).
+VARIANTS = {"standard": ("", False), "highlr": ("-highlr", False), "ls": ("-ls", True)}
+VARIANT_OF_SUFFIX = {suffix: variant for variant, (suffix, _) in VARIANTS.items()}
+
+
+def _variant_settings(plan: SuitePlan) -> dict[str, dict[str, Any]]:
+    """Learning rate, label smoothing and folder suffix of each variant under ``plan``."""
+    return {variant: {"lr": plan.finetune_lr * (plan.highlr_factor if variant == "highlr" else 1.0),
+                      "label_smoothing": plan.label_smoothing if smoothed else 0.0, "suffix": suffix}
+            for variant, (suffix, smoothed) in VARIANTS.items()}
+
+
 def _build_into(root: Path, config: SuiteConfig, plan: SuitePlan, progress: bool, workers: int) -> dict[str, Any]:
+    """Every stage of the build into ``root``; returns ``suite.json``'s content (less the times)."""
     import transformers
-    from transformers import CLIPModel
 
     from .. import __version__
-    from ..heads import build_head
-    from ..metrics import top1_accuracy as accuracy
-    from ..task_vectors import global_norm
-    from ..tiny import build_word_tokenizer, tiny_clip_config, tiny_image_processor
-    from .training import (
-        load_vision_params,
-        mean_entropy,
-        predict_logits,
-        pretrain_clip,
-        vision_params,
-    )
+    from ..tiny import tiny_image_processor
 
-    seed = config.seed
     names = config.task_names
-    attrs = TASK_BY_NAME
-
-    # 1. datasets: per task, independent of how many tasks are built ---------------------------------------
     processor = tiny_image_processor(plan.image_size)
+    data, n_val = _write_datasets(root, names, plan, config.seed, processor)
+    clip, tokenizer, pre_losses = _pretrain_base(root, plan, config.seed, processor, progress)
+    models = _finetune_models(root, clip, tokenizer, data, names, plan, config.seed, n_val, workers, progress)
+    mismatch = config.resolved_mismatch_task
+    recipes = _write_recipes(root, names, mismatch, plan)
+    merges, ls_cost = _check_merges(clip.vision_model, models, data, recipes, plan, n_val)
+    checks = _checks(models["task_fig"], merges, plan, mismatch, ls_cost)
+    return {
+        "format": SUITE_FORMAT,
+        "seed": config.seed,
+        "num_tasks": config.num_tasks,
+        "task_names": names,
+        "mismatch_task": mismatch,
+        "plan": _plan_dict(plan),
+        "versions": {"hfdistac": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
+                     "datasets": __import__("datasets").__version__, "numpy": np.__version__},
+        "alpha_selection": f"grid {plan.alpha_grid[0]}..{plan.alpha_grid[-1]} step 0.05 maximising mean "
+                           f"normalised accuracy on the first {n_val} rows of each train split (held out from "
+                           "fine-tuning); ties to the smaller alpha; reported on test",
+        "pretrain_final_loss": round(float(np.mean(pre_losses[-20:])), 4),
+        "tasks": models["task_fig"],
+        "merges": merges,
+        "checks": checks,
+        "conditions_hold": all(c["holds"] for c in checks.values()),
+    }
+
+
+def _write_datasets(root: Path, names: list[str], plan: SuitePlan, seed: int, processor
+                    ) -> tuple[dict[str, dict[str, Any]], int]:
+    """Stage 1: each task's parquet splits and card; returns its preprocessed ``train``/``test`` tensors (the
+    first ``n_val`` train rows are the ``holdout`` split) and ``n_val``. A task's data does not depend on how many
+    tasks are built."""
     data: dict[str, dict[str, Any]] = {}
     n_val = max(1, int(round(plan.val_fraction * plan.n_train)))
     for name in names:
@@ -383,15 +414,23 @@ def _build_into(root: Path, config: SuiteConfig, plan: SuitePlan, progress: bool
             parts = {"holdout": np.s_[:n_val], "train": np.s_[n_val:]} if split == "train" else {"test": np.s_[:]}
             for part, rows in parts.items():
                 files.write_split(root / "data" / name / "data" / f"{part}-00000-of-00001.parquet", images[rows],
-                                  labels[rows], attrs[name].classes)
+                                  labels[rows], TASK_BY_NAME[name].classes)
             out[split] = (_processed(processor, images), torch.from_numpy(labels))
         (root / "data" / name / "README.md").write_text(
-            files.dataset_card(attrs[name], plan.n_train - n_val, n_val, plan.n_test, seed),
-            encoding="utf-8")
+            files.dataset_card(TASK_BY_NAME[name], plan.n_train - n_val, n_val, plan.n_test, seed), encoding="utf-8")
         data[name] = out
     logger.info("wrote %d datasets", len(names))
+    return data, n_val
 
-    # 2. contrastive pretraining of the base CLIP ----------------------------------------------------------
+
+def _pretrain_base(root: Path, plan: SuitePlan, seed: int, processor, progress: bool):
+    """Stage 2: contrastive pretraining of the base CLIP on captioned images of every domain, then its logit
+    scale set to the plan's and the base saved; returns ``(clip, tokenizer, pretraining losses)``."""
+    from transformers import CLIPModel
+
+    from ..tiny import build_word_tokenizer, tiny_clip_config
+    from .training import pretrain_clip
+
     tokenizer = build_word_tokenizer(vocabulary())
     pre_images, pre_captions = [], []
     for name in TASK_NAMES:  # every domain, however many tasks are built: the base does not depend on it
@@ -422,20 +461,25 @@ def _build_into(root: Path, config: SuiteConfig, plan: SuitePlan, progress: bool
         steps=plan.pretrain_steps, n_images=plan.pretrain_per_task * len(TASK_NAMES), seed=seed,
         pretrain_logit_scale=plan.pretrain_logit_scale, logit_scale=plan.logit_scale), encoding="utf-8")
     logger.info("pretrained the base model (final loss %.3f)", float(np.mean(pre_losses[-20:])))
+    return clip, tokenizer, pre_losses
 
-    # 3. heads, zero-shot, fine-tuning ---------------------------------------------------------------------
-    heads = {n: build_head(clip, tokenizer, list(attrs[n].classes), [files.GENERIC_TEMPLATE]) for n in names}
+
+def _finetune_models(root: Path, clip, tokenizer, data: dict[str, dict[str, Any]], names: list[str], plan: SuitePlan,
+                     seed: int, n_val: int, workers: int, progress: bool) -> dict[str, Any]:
+    """Stage 3: zero-shot heads, the three fine-tuned models of every task (saved with their cards) and what the
+    checks need of them.
+
+    Returns:
+        ``{"task_fig": suite.json's per-task figures, "tvs": task vectors by (task, variant), "heads": heads by
+        task, "theta0": the base tower's parameters}``.
+    """
+    from ..heads import build_head
+    from .training import predict_logits, vision_params
+
+    heads = {n: build_head(clip, tokenizer, list(TASK_BY_NAME[n].classes), [files.GENERIC_TEMPLATE]) for n in names}
     base_vm = clip.vision_model
     theta0 = vision_params(base_vm)
-    variants = {
-        "standard": dict(lr=plan.finetune_lr, label_smoothing=0.0, suffix=""),
-        "highlr": dict(lr=plan.finetune_lr * plan.highlr_factor, label_smoothing=0.0, suffix="-highlr"),
-        "ls": dict(lr=plan.finetune_lr, label_smoothing=plan.label_smoothing, suffix="-ls"),
-    }
-    task_fig: dict[str, Any] = {}
-    tvs: dict[tuple[str, str], dict[str, torch.Tensor]] = {}
-    from safetensors.torch import load_file
-
+    variants = _variant_settings(plan)
     zero_shot = {n: predict_logits(base_vm, heads[n], data[n]["test"][0]) for n in names}
     tensors: dict[str, torch.Tensor] = {"head_projection": heads[names[0]].projection}
     jobs = []
@@ -445,40 +489,56 @@ def _build_into(root: Path, config: SuiteConfig, plan: SuitePlan, progress: bool
         tensors.update({f"{name}.x": x_tr[n_val:], f"{name}.y": y_tr[n_val:], f"{name}.x_test": data[name]["test"][0],
                         f"{name}.head_weight": heads[name].weight})
         for variant, v in variants.items():
-            jobs.append({"key": f"{name}/{variant}", "task": name, "classes": list(attrs[name].classes),
+            jobs.append({"key": f"{name}/{variant}", "task": name, "classes": list(TASK_BY_NAME[name].classes),
                          "output": str(root / "models" / f"{name}{v['suffix']}"), "steps": plan.finetune_steps,
                          "batch_size": plan.finetune_batch, "lr": v["lr"], "seed": seed * 1000 + ti,
                          "label_smoothing": v["label_smoothing"]})
     work = root / ".work"
     test_logits = _run_finetunes(work, base_vm, jobs, tensors, float(clip.logit_scale.detach().exp()), workers, progress)
+    task_fig: dict[str, Any] = {}
+    tvs: dict[tuple[str, str], dict[str, torch.Tensor]] = {}
     for ti, name in enumerate(names):
-        y_te = data[name]["test"][1]
-        zs = zero_shot[name]
-        t = {"classes": list(attrs[name].classes), "chance": round(100.0 / len(attrs[name].classes), 2),
-             "zero_shot": {"accuracy": round(accuracy(zs, y_te), 2), "entropy": round(mean_entropy(zs), 4)}}
-        for variant, v in variants.items():
-            logits = test_logits[f"{name}/{variant}"]
-            w = {k: v_.float() for k, v_ in load_file(str(root / "models" / f"{name}{v['suffix']}" /
-                                                             "model.safetensors")).items()}
-            tv = {k: w[k] - theta0[k] for k in theta0}
-            tvs[(name, variant)] = tv
-            norm = global_norm(tv)
-            t[variant] = {"accuracy": round(accuracy(logits, y_te), 2), "entropy": round(mean_entropy(logits), 5),
-                          "norm": round(norm, 4)}
-            # the base's image processor beside each model, so AutoImageProcessor loads every model folder
-            shutil.copyfile(root / "base" / "preprocessor_config.json",
-                            root / "models" / f"{name}{v['suffix']}" / "preprocessor_config.json")
-            (root / "models" / f"{name}{v['suffix']}" / "README.md").write_text(files.model_card(
-                name, variant, lr=v["lr"], steps=plan.finetune_steps, batch_size=plan.finetune_batch,
-                label_smoothing=v["label_smoothing"], seed=seed * 1000 + ti, distac_lr=plan.distac_lr,
-                finetune_lr=plan.finetune_lr,
-                train_accuracy_note=f"Trained on `train` ({plan.n_train - n_val} images); the {n_val} images of "
-                                    "`holdout` were held out to choose merging coefficients."), encoding="utf-8")
-        task_fig[name] = t
+        task_fig[name] = _describe_task(root, name, zero_shot[name], data[name]["test"][1], test_logits, theta0, tvs,
+                                        plan, variants, seed * 1000 + ti, n_val)
     shutil.rmtree(work)
+    return {"task_fig": task_fig, "tvs": tvs, "heads": heads, "theta0": theta0}
 
-    # 4. recipes -------------------------------------------------------------------------------------------
-    mismatch = config.resolved_mismatch_task
+
+def _describe_task(root: Path, name: str, zero_shot: torch.Tensor, y_test: torch.Tensor,
+                   test_logits: dict[str, torch.Tensor], theta0: dict[str, torch.Tensor],
+                   tvs: dict[tuple[str, str], dict[str, torch.Tensor]], plan: SuitePlan,
+                   variants: dict[str, dict[str, Any]], job_seed: int, n_val: int) -> dict[str, Any]:
+    """One task's figures (zero-shot and each model: accuracy, entropy, norm); fills ``tvs`` and writes each model
+    folder's processor config and card."""
+    from safetensors.torch import load_file
+
+    from ..metrics import top1_accuracy as accuracy
+    from ..task_vectors import global_norm
+    from .training import mean_entropy
+
+    t = {"classes": list(TASK_BY_NAME[name].classes), "chance": round(100.0 / len(TASK_BY_NAME[name].classes), 2),
+         "zero_shot": {"accuracy": round(accuracy(zero_shot, y_test), 2), "entropy": round(mean_entropy(zero_shot), 4)}}
+    for variant, v in variants.items():
+        folder = root / "models" / f"{name}{v['suffix']}"
+        logits = test_logits[f"{name}/{variant}"]
+        w = {k: v_.float() for k, v_ in load_file(str(folder / "model.safetensors")).items()}
+        tv = {k: w[k] - theta0[k] for k in theta0}
+        tvs[(name, variant)] = tv
+        t[variant] = {"accuracy": round(accuracy(logits, y_test), 2), "entropy": round(mean_entropy(logits), 5),
+                      "norm": round(global_norm(tv), 4)}
+        # the base's image processor beside each model, so AutoImageProcessor loads every model folder
+        shutil.copyfile(root / "base" / "preprocessor_config.json", folder / "preprocessor_config.json")
+        (folder / "README.md").write_text(files.model_card(
+            name, variant, lr=v["lr"], steps=plan.finetune_steps, batch_size=plan.finetune_batch,
+            label_smoothing=v["label_smoothing"], seed=job_seed, distac_lr=plan.distac_lr,
+            finetune_lr=plan.finetune_lr,
+            train_accuracy_note=f"Trained on `train` ({plan.n_train - n_val} images); the {n_val} images of "
+                                "`holdout` were held out to choose merging coefficients."), encoding="utf-8")
+    return t
+
+
+def _write_recipes(root: Path, names: list[str], mismatch: str, plan: SuitePlan) -> dict[str, tuple[str, dict]]:
+    """Stage 4: the three recipes; returns ``{recipe name: (description, {task: model folder suffix})}``."""
     recipes = {
         "original": ("the standard fine-tuned models (the ideal benchmark)", {n: "" for n in names}),
         "norm-mismatch": (f"'{mismatch}' replaced by its {plan.highlr_factor:g}x-learning-rate model (norm mismatch)",
@@ -487,47 +547,53 @@ def _build_into(root: Path, config: SuiteConfig, plan: SuitePlan, progress: bool
     }
     (root / "recipes").mkdir()
     for rname, (desc, suffixes) in recipes.items():
-        tasks = []
-        for n in names:
-            # no normaliser: each scenario is normalised by its own source models, as in the paper's Table 1
-            entry: dict[str, Any] = {"name": n, "model": f"../models/{n}{suffixes[n]}",
-                                     "dataset": f"../data/{n}", "train_split": "train", "val_split": "holdout",
-                                     "test_split": "test"}
-            tasks.append(entry)
+        # no normaliser: each scenario is normalised by its own source models, as in the paper's Table 1
+        tasks = [{"name": n, "model": f"../models/{n}{suffixes[n]}", "dataset": f"../data/{n}",
+                  "train_split": "train", "val_split": "holdout", "test_split": "test"} for n in names]
         (root / "recipes" / f"{rname}.yaml").write_text(files.recipe_text(rname, desc, tasks), encoding="utf-8")
+    return recipes
 
-    # 5. checks: task-arithmetic merges, alpha on the held-out rows of train -------------------------------
+
+def _check_merges(base_vm, models: dict[str, Any], data: dict[str, dict[str, Any]],
+                  recipes: dict[str, tuple[str, dict]], plan: SuitePlan, n_val: int
+                  ) -> tuple[dict[str, Any], dict[str, float]]:
+    """Stage 5: each recipe's task-arithmetic merge (alpha on the held-out rows of train, reported on test) and
+    check (f)'s cost of one label-smoothed vector; returns ``(merges, ls_cost)``."""
+    from ..metrics import top1_accuracy as accuracy
+    from .training import load_vision_params, predict_logits
+
+    theta0, tvs, heads, task_fig = models["theta0"], models["tvs"], models["heads"], models["task_fig"]
+    names = list(task_fig)
     merge_vm = copy.deepcopy(base_vm)
-    variant_of = {"": "standard", "-highlr": "highlr", "-ls": "ls"}
     # each source model's holdout accuracy normalises the validation score, as `hfdistac merge` does
     holdout_acc = {}
     for n in names:
         x, y = data[n]["train"][0][:n_val], data[n]["train"][1][:n_val]
-        for variant in variants:
+        for variant in VARIANTS:
             load_vision_params(merge_vm, {k: theta0[k] + tvs[(n, variant)][k] for k in theta0})
             holdout_acc[(n, variant)] = accuracy(predict_logits(merge_vm, heads[n], x), y)
+
+    def evaluate(summed: dict[str, torch.Tensor], alpha: float, split: str) -> dict[str, float]:
+        load_vision_params(merge_vm, {k: theta0[k] + alpha * summed[k] for k in theta0})
+        accs = {}
+        for n in names:
+            x, y = data[n][split]
+            if split == "train":
+                x, y = x[:n_val], y[:n_val]
+            accs[n] = accuracy(predict_logits(merge_vm, heads[n], x), y)
+        return accs
+
     merges: dict[str, Any] = {}
     for rname, (_, suffixes) in recipes.items():
-        chosen = {n: variant_of[suffixes[n]] for n in names}
+        chosen = {n: VARIANT_OF_SUFFIX[suffixes[n]] for n in names}
         summed = {k: sum(tvs[(n, chosen[n])][k] for n in names) for k in theta0}
-
-        def evaluate(alpha: float, split: str, summed=summed) -> dict[str, float]:
-            load_vision_params(merge_vm, {k: theta0[k] + alpha * summed[k] for k in theta0})
-            accs = {}
-            for n in names:
-                x, y = data[n][split]
-                if split == "train":
-                    x, y = x[:n_val], y[:n_val]
-                accs[n] = accuracy(predict_logits(merge_vm, heads[n], x), y)
-            return accs
-
         best_alpha, best = 0.0, -1.0
         for alpha in plan.alpha_grid:  # ties go to the smaller alpha
-            val = evaluate(alpha, "train")
+            val = evaluate(summed, alpha, "train")
             score = float(np.mean([val[n] / max(holdout_acc[(n, chosen[n])], 1e-9) for n in names]))
             if score > best + 1e-9:
                 best_alpha, best = alpha, score
-        test = evaluate(best_alpha, "test")
+        test = evaluate(summed, best_alpha, "test")
         merges[rname] = {
             "alpha": best_alpha,
             "mean_accuracy": round(float(np.mean(list(test.values()))), 2),
@@ -535,27 +601,7 @@ def _build_into(root: Path, config: SuiteConfig, plan: SuitePlan, progress: bool
                 [100.0 * test[n] / max(task_fig[n][chosen[n]]["accuracy"], 1e-9) for n in names])), 2),
             "accuracy": {n: round(a, 2) for n, a in test.items()},
         }
-
-    ls_cost = _ls_cost(merge_vm, theta0, tvs, heads, data, task_fig, plan.ls_cost_alpha)
-    checks = _checks(task_fig, merges, plan, mismatch, ls_cost)
-    return {
-        "format": SUITE_FORMAT,
-        "seed": seed,
-        "num_tasks": config.num_tasks,
-        "task_names": names,
-        "mismatch_task": mismatch,
-        "plan": _plan_dict(plan),
-        "versions": {"hfdistac": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
-                     "datasets": __import__("datasets").__version__, "numpy": np.__version__},
-        "alpha_selection": f"grid {plan.alpha_grid[0]}..{plan.alpha_grid[-1]} step 0.05 maximising mean "
-                           f"normalised accuracy on the first {n_val} rows of each train split (held out from "
-                           "fine-tuning); ties to the smaller alpha; reported on test",
-        "pretrain_final_loss": round(float(np.mean(pre_losses[-20:])), 4),
-        "tasks": task_fig,
-        "merges": merges,
-        "checks": checks,
-        "conditions_hold": all(c["holds"] for c in checks.values()),
-    }
+    return merges, _ls_cost(merge_vm, theta0, tvs, heads, data, task_fig, plan.ls_cost_alpha)
 
 
 def _ls_cost(vm, theta0, tvs, heads, data, task_fig: dict[str, Any], alpha: float) -> dict[str, float]:
