@@ -127,9 +127,9 @@ def tune_allocator() -> bool:
     and zeroed by the kernel; every large block freed raises that threshold (up to 32 MB). A forward pass
     allocates the same activation sizes batch after batch, so until the threshold has risen they are mapped and
     unmapped each time, and the heap's top is trimmed and grown again. Setting the thresholds where glibc would
-    settle anyway (32 MB mmap, 64 MB trim) makes that deterministic from the first batch: on the example suite's
-    towers a merge's CPU time fell from 25-29 s to 21 s and a 100-step DisTaC run's from 24.5 s to 20.7 s
-    (``benchmarks/bench_allocator.py``). :func:`fit_allocator_to_model` then switches to giving memory back when
+    settle anyway (32 MB mmap, 64 MB trim) makes that deterministic from the first batch. On the example suite's
+    towers a fixed 1 MB threshold, which the command line set for every command until 2026-12-08, cost a merge
+    26.0 CPU s against 18.9 and a 100-step DisTaC run 25.3 against 21.0 (``benchmarks/bench_allocator.py``). :func:`fit_allocator_to_model` then switches to giving memory back when
     a tower with megabyte-sized tensors is loaded. The command line and hfdistac's worker processes call this
     first; library calls leave the allocator to the caller. Returns whether it took effect.
     """
@@ -147,10 +147,11 @@ def fit_allocator_to_model(largest_tensor_bytes: int) -> bool:
     :data:`RELEASE_MMAP_BYTES` (ViT-B/32's are 2.4 and 9.4 MB; the example suite's at most 0.15 MB).
 
     Freed parameter-sized blocks would otherwise stay in the process: blocks from 1 MB up are mmapped and unmapped
-    when freed, which kept ``condition``'s peak resident size at ViT-B/32 at 3.20 GB instead of 3.48 GB. Its cost,
-    a fresh mapping for every large activation, is small beside a large tower's arithmetic. The loaders of
-    :mod:`hfdistac.checkpoints` call this; it does nothing unless the process tuned its allocator, and never goes
-    back. Returns whether the allocator now releases.
+    when freed, which kept ``condition``'s peak resident size at ViT-B/32 at 3.20 GB instead of 3.48 GB when it was
+    introduced (``benchmarks/bench_real_size.py --stages condition``: 2,901 MB now, 2,902 MB when the command line
+    set the 1 MB threshold for every command, the same weights), at the price of a fresh mapping for every
+    activation from 1 MB up. The loaders of :mod:`hfdistac.checkpoints` call this; it does nothing unless the
+    process tuned its allocator, and never goes back. Returns whether the allocator now releases.
     """
     global _allocator
     if _allocator == "recycle" and largest_tensor_bytes >= RELEASE_MMAP_BYTES \
