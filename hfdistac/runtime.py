@@ -129,9 +129,10 @@ def tune_allocator() -> bool:
     unmapped each time, and the heap's top is trimmed and grown again. Setting the thresholds where glibc would
     settle anyway (32 MB mmap, 64 MB trim) makes that deterministic from the first batch. On the example suite's
     towers a fixed 1 MB threshold, which the command line set for every command until 2026-12-08, cost a merge
-    26.0 CPU s against 18.9 and a 100-step DisTaC run 25.3 against 21.0 (``benchmarks/bench_allocator.py``). :func:`fit_allocator_to_model` then switches to giving memory back when
-    a tower with megabyte-sized tensors is loaded. The command line and hfdistac's worker processes call this
-    first; library calls leave the allocator to the caller. Returns whether it took effect.
+    26.0 CPU s against 18.9 and a 100-step DisTaC run 25.3 against 21.0 (``benchmarks/bench_allocator.py``).
+    :func:`fit_allocator_to_model` then switches to giving memory back when a tower with megabyte-sized tensors is
+    loaded. The command line and hfdistac's worker processes call this first; library calls leave the allocator
+    to the caller. Returns whether it took effect.
     """
     global _allocator
     if _allocator is not None:
