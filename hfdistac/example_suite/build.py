@@ -539,11 +539,12 @@ def _describe_task(root: Path, name: str, zero_shot: torch.Tensor, y_test: torch
 
 def _write_recipes(root: Path, names: list[str], mismatch: str, plan: SuitePlan) -> dict[str, tuple[str, dict]]:
     """Stage 4: the three recipes; returns ``{recipe name: (description, {task: model folder suffix})}``."""
+    suffix = {variant: folder_suffix for variant, (folder_suffix, _) in VARIANTS.items()}
     recipes = {
-        "original": ("the standard fine-tuned models (the ideal benchmark)", {n: "" for n in names}),
+        "original": ("the standard fine-tuned models (the ideal benchmark)", {n: suffix["standard"] for n in names}),
         "norm-mismatch": (f"'{mismatch}' replaced by its {plan.highlr_factor:g}x-learning-rate model (norm mismatch)",
-                          {n: ("-highlr" if n == mismatch else "") for n in names}),
-        "low-confidence": ("every model label-smoothed (low confidence)", {n: "-ls" for n in names}),
+                          {n: suffix["highlr" if n == mismatch else "standard"] for n in names}),
+        "low-confidence": ("every model label-smoothed (low confidence)", {n: suffix["ls"] for n in names}),
     }
     (root / "recipes").mkdir()
     for rname, (desc, suffixes) in recipes.items():
